@@ -1,0 +1,120 @@
+"""FastEmbedEmbedding: a LlamaIndex embedding model over fastembed's TextEmbedding."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastembed import TextEmbedding
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
+
+from .engine import FastEmbedEngineOptions, find_model
+
+DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
+
+
+class FastEmbedEmbedding(FastEmbedEngineOptions, BaseEmbedding):
+    """Embed queries and documents with a local fastembed model (ONNX, no PyTorch).
+
+    Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``,
+    so models that treat the two differently get what they expect. Documents reach fastembed
+    in LlamaIndex batches of ``embed_batch_size`` texts, which fastembed runs in ONNX batches
+    of ``batch_size``. The model loads on first use, once per process for each model and
+    engine options.
+
+    Args:
+        model_name: A fastembed text model (``TextEmbedding.list_supported_models()``).
+        batch_size: Texts per ONNX run (fastembed's ``batch_size``).
+        parallel: fastembed's data parallelism for large ingestion: worker processes, 0 for
+            one per core, None to use one process and ONNX Runtime's threads.
+        embed_batch_size: Texts LlamaIndex hands over per call (callbacks, progress).
+        cache_dir, threads, providers, cuda, device_ids, local_files_only,
+            specific_model_path, model_kwargs: fastembed's engine options, under its names.
+
+    Example:
+        ```python
+        from llama_index.core import Settings
+
+        Settings.embed_model = FastEmbedEmbedding("BAAI/bge-small-en-v1.5")
+        Settings.embed_model.embedding_size
+        # 384   <- known before anything is embedded (Qdrant needs it for the collection)
+        vector = Settings.embed_model.get_query_embedding("capital of France")
+        len(vector), type(vector[0])
+        # (384, <class 'float'>)
+        ```
+    """
+
+    model_config = ConfigDict(
+        validate_assignment=True,
+        arbitrary_types_allowed=True,
+        protected_namespaces=("pydantic_model_",),
+    )
+
+    model_name: str = Field(
+        default=DEFAULT_EMBED_MODEL,
+        description="A fastembed text model (TextEmbedding.list_supported_models()).",
+    )
+    batch_size: int = Field(
+        default=256, ge=1, description="Texts per ONNX run (fastembed's batch_size)."
+    )
+    parallel: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "fastembed's data parallelism for large ingestion: worker processes, 0 for one per "
+            "core, None to use one process and ONNX Runtime's threads."
+        ),
+    )
+    # LlamaIndex's default of 10 would cut fastembed's ONNX batches to 10 texts.
+    embed_batch_size: int = Field(
+        default=2048,
+        gt=0,
+        le=2048,
+        description="Texts LlamaIndex hands over per call (callbacks, progress).",
+    )
+
+    def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, **data: Any) -> None:
+        """Create the embedding model; the model itself loads on first use (or ``warm_up()``)."""
+        super().__init__(model_name=model_name, **data)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Return the name LlamaIndex serializes this class under."""
+        return "FastEmbedEmbedding"
+
+    @field_validator("model_name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        find_model(TextEmbedding, value)
+        return value
+
+    @property
+    def embedding_size(self) -> int:
+        """The length of this model's vectors, known without loading the model."""
+        return int(find_model(TextEmbedding, self.model_name)["dim"])
+
+    def warm_up(self) -> None:
+        """Load the model now, e.g. so a service fails at start rather than on a query."""
+        self._shared_engine(TextEmbedding, self.model_name)
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        engine = self._shared_engine(TextEmbedding, self.model_name)
+        return next(iter(engine.query_embed(query))).tolist()  # type: ignore[no-any-return]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        engine = self._shared_engine(TextEmbedding, self.model_name)
+        vectors = engine.passage_embed(texts, batch_size=self.batch_size, parallel=self.parallel)
+        return [vector.tolist() for vector in vectors]
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)

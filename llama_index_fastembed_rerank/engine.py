@@ -1,0 +1,216 @@
+"""The fastembed engine behind both classes: its options, model lookup and shared loading.
+
+One loaded model per process for each (class, model, options): every instance with the same
+configuration shares it, and it is freed once no instance holds it any more.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastembed.common.types import Device
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
+
+# `model_kwargs` keys that are fields of their own; setting them twice would be ambiguous.
+_FIELD_OPTIONS = (
+    "cache_dir",
+    "threads",
+    "providers",
+    "cuda",
+    "device_ids",
+    "local_files_only",
+    "specific_model_path",
+)
+# Options this package decides itself: lazy loading is ours, batching is per call.
+_RESERVED_KWARGS = ("model_name", "lazy_load", "batch_size", "parallel")
+
+E = TypeVar("E")
+
+_LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
+# Held while a model loads, so two threads asking for the same model load it once.
+_LOAD_LOCK = threading.Lock()
+
+
+def find_model(engine_class: type[Any], model_name: str) -> dict[str, Any]:
+    """Return fastembed's description of a model, matched case-insensitively as fastembed does.
+
+    Raises:
+        ValueError: The model is unknown to ``engine_class``; the message lists close names.
+    """
+    models = engine_class.list_supported_models()
+    for description in models:
+        if description["model"].lower() == model_name.lower():
+            return dict(description)
+    names = [m["model"] for m in models]
+    close = difflib.get_close_matches(model_name, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    msg = (
+        f"{engine_class.__name__} does not support model {model_name!r}.{hint} "
+        f"See {engine_class.__name__}.list_supported_models(), or register your own ONNX "
+        f"model with {engine_class.__name__}.add_custom_model(...)."
+    )
+    raise ValueError(msg)
+
+
+def default_cache_dir() -> Path:
+    """Return the cache fastembed uses when ``cache_dir`` is not given (without creating it)."""
+    env = os.environ.get("FASTEMBED_CACHE_PATH")
+    return Path(env) if env else Path(tempfile.gettempdir()) / "fastembed_cache"
+
+
+def hub_cache_folder(cache_dir: Path, hf_repo: str) -> Path:
+    """Return the folder a Hugging Face cache keeps ``hf_repo`` in."""
+    return cache_dir / ("models--" + hf_repo.replace("/", "--"))
+
+
+class _EngineSlot:
+    """Holds the loaded engine; copies and pickles come back empty and reload on first use.
+
+    ONNX Runtime sessions cannot be pickled, and a copy should share the process-wide model
+    rather than duplicate it.
+    """
+
+    __slots__ = ("loaded",)
+
+    def __init__(self) -> None:
+        self.loaded: tuple[tuple[str, str], Any] | None = None
+
+    def __reduce__(self) -> tuple[type[_EngineSlot], tuple[()]]:
+        return (_EngineSlot, ())
+
+
+class FastEmbedEngineOptions(BaseModel):
+    """fastembed's engine options, under fastembed's own names, shared by both classes."""
+
+    cache_dir: str | None = Field(
+        default=None,
+        description=(
+            "Where fastembed keeps downloaded models. None means $FASTEMBED_CACHE_PATH, "
+            "else <tempdir>/fastembed_cache."
+        ),
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="ONNX Runtime threads for one session. None means all cores.",
+    )
+    providers: list[str | tuple[str, dict[str, Any]]] | None = Field(
+        default=None,
+        description="ONNX Runtime execution providers, e.g. ['CUDAExecutionProvider'].",
+    )
+    cuda: bool | Device = Field(
+        default=Device.AUTO,
+        description="Use CUDA: True, False or 'auto' (CUDA when onnxruntime-gpu has it).",
+    )
+    device_ids: list[int] | None = Field(
+        default=None, description="CUDA device ids; a cross-encoder uses the first."
+    )
+    local_files_only: bool = Field(
+        default=False,
+        description="Load only from the local cache, never from the model hub.",
+    )
+    specific_model_path: str | None = Field(
+        default=None,
+        description="A directory holding the model's ONNX and tokenizer files, used as it is.",
+    )
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further keyword arguments for the fastembed class, e.g. enable_cpu_mem_arena.",
+    )
+
+    _engine: _EngineSlot = PrivateAttr(default_factory=_EngineSlot)
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _no_duplicate_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in _FIELD_OPTIONS:
+                msg = (
+                    f"model_kwargs[{key!r}] duplicates the {key!r} option: "
+                    f"pass {key}=... directly instead"
+                )
+                raise ValueError(msg)
+            if key in _RESERVED_KWARGS:
+                msg = (
+                    f"model_kwargs[{key!r}] is not a fastembed engine option this class "
+                    f"forwards: remove it (the model, lazy loading and batching are set by "
+                    f"the class's own fields)"
+                )
+                raise ValueError(msg)
+        return value
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Return the keyword arguments the fastembed class is built with."""
+        return {
+            "cache_dir": self.cache_dir,
+            "threads": self.threads,
+            "providers": self.providers,
+            "cuda": self.cuda,
+            "device_ids": self.device_ids,
+            "local_files_only": self.local_files_only,
+            "specific_model_path": self.specific_model_path,
+            **self.model_kwargs,
+        }
+
+    def _shared_engine(self, engine_class: type[E], model_name: str) -> E:
+        """Return the loaded fastembed model for the current options, loading it on first use."""
+        kwargs = self.engine_kwargs()
+        key = (
+            f"{engine_class.__module__}.{engine_class.__qualname__}:{model_name}",
+            json.dumps(kwargs, sort_keys=True, default=repr),
+        )
+        loaded = self._engine.loaded
+        if loaded is not None and loaded[0] == key:
+            return loaded[1]  # type: ignore[no-any-return]
+        engine: E | None = _LOADED.get(key)
+        if engine is None:
+            with _LOAD_LOCK:
+                engine = _LOADED.get(key)
+                if engine is None:
+                    engine = _load(engine_class, model_name, kwargs)
+                    _LOADED[key] = engine
+        # Options may change after a load (validate_assignment allows it): the key tells.
+        self._engine.loaded = (key, engine)
+        return engine
+
+
+def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
+    description = find_model(engine_class, model_name)
+    specific = kwargs.get("specific_model_path")
+    if specific is not None:
+        model_file = Path(specific) / description["model_file"]
+        if not model_file.is_file():
+            msg = (
+                f"Could not load {engine_class.__name__} model {model_name!r}: "
+                f"specific_model_path={specific!r} has no {description['model_file']} "
+                f"(fastembed looks for the model file at {model_file}). Point "
+                f"specific_model_path at the directory that holds it and its tokenizer files."
+            )
+            raise ValueError(msg)
+    try:
+        return engine_class(model_name, **kwargs)  # type: ignore[call-arg]
+    except ValueError as e:
+        # fastembed's own message names neither the place it looked nor the fix.
+        if not str(e).startswith("Could not load model"):
+            raise
+        cache = Path(kwargs["cache_dir"]) if kwargs.get("cache_dir") else default_cache_dir()
+        hf_repo = description["sources"].get("hf")
+        where = str(hub_cache_folder(cache, hf_repo)) if hf_repo else str(cache)
+        msg = (
+            f"Could not load {engine_class.__name__} model {model_name!r}: it is not in the "
+            f"cache at {where}"
+            + (f" and the model hub (repository {hf_repo}) was not reachable" if hf_repo else "")
+            + ". Fix it in one of these ways: run once with internet access so fastembed "
+            "downloads it; set cache_dir= (or FASTEMBED_CACHE_PATH) to a cache that holds it; "
+            "pass specific_model_path= to a directory with its ONNX and tokenizer files; or "
+            "import a local copy with `python -m llama_index_fastembed_rerank import-model "
+            f"DIR {model_name}`."
+        )
+        raise ValueError(msg) from e

@@ -1,0 +1,256 @@
+"""FastEmbedRerank: a LlamaIndex node postprocessor over fastembed's TextCrossEncoder."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import llama_index.core
+from fastembed.rerank.cross_encoder import TextCrossEncoder
+from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from .engine import FastEmbedEngineOptions, find_model
+
+DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
+RETRIEVAL_SCORE_KEY = "retrieval_score"
+
+dispatcher = get_dispatcher(__name__)
+# Frames in these directories are skipped so that a warning points at the caller's code.
+_INTERNAL_DIRS = tuple(
+    str(Path(path).parent)
+    for path in (
+        __file__,
+        llama_index.core.__file__,
+        sys.modules[type(dispatcher).__module__].__file__,
+    )
+    if path
+)
+
+
+class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
+    """Rerank retrieved nodes with a local fastembed cross-encoder (ONNX, no PyTorch).
+
+    Each node's text is scored against the query by ``TextCrossEncoder``; the nodes come back
+    as new ``NodeWithScore`` objects, highest score first (ties keep their input order). The
+    caller's nodes, scores and metadata are never changed. The model loads on first use,
+    once per process for each model and engine options.
+
+    Args:
+        model: A fastembed cross-encoder (``TextCrossEncoder.list_supported_models()``).
+        top_n: How many nodes to return; None returns every node, re-sorted.
+        batch_size: Query-document pairs per ONNX run.
+        metadata_mode: Which text of a node is scored (``node.get_content(metadata_mode)``).
+        keep_retrieval_score: Keep the first-stage score as ``metadata["retrieval_score"]``
+            on a copy of the node, excluded from the LLM and embedding text.
+        score_threshold: Drop nodes scoring below it; applied after ``top_n``, on the
+            returned scale (logits, or (0, 1) with ``normalize``).
+        normalize: Map scores to (0, 1) with a sigmoid; otherwise they are the model's raw
+            logits, unbounded, higher is more relevant.
+        cache_dir, threads, providers, cuda, device_ids, local_files_only,
+            specific_model_path, model_kwargs: fastembed's engine options, under its names.
+
+    Example:
+        ```python
+        reranker = FastEmbedRerank(top_n=2)  # Xenova/ms-marco-MiniLM-L-6-v2
+        nodes = [NodeWithScore(node=TextNode(text=t)) for t in
+                 ["Paris is the capital of France.", "Berlin is in Germany."]]
+        for n in reranker.postprocess_nodes(nodes, query_str="capital of France"):
+            print(round(n.score, 2), n.node.get_content())
+        # 8.5 Paris is the capital of France.     <- logits: higher is more relevant
+        # -4.0 Berlin is in Germany.
+        ```
+    """
+
+    model_config = ConfigDict(validate_assignment=True, arbitrary_types_allowed=True)
+
+    model: str = Field(
+        default=DEFAULT_RERANK_MODEL,
+        description="A fastembed cross-encoder (TextCrossEncoder.list_supported_models()).",
+    )
+    top_n: int | None = Field(
+        default=2,
+        description="How many nodes to return; None returns every node, re-sorted.",
+    )
+    batch_size: int = Field(default=64, ge=1, description="Query-document pairs per ONNX run.")
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED,
+        description="Which text of a node is scored (node.get_content(metadata_mode)).",
+    )
+    keep_retrieval_score: bool = Field(
+        default=False,
+        description=(
+            "Keep the first-stage score as metadata['retrieval_score'] on a copy of the node, "
+            "excluded from the LLM and embedding text."
+        ),
+    )
+    score_threshold: float | None = Field(
+        default=None,
+        description=(
+            "Drop nodes scoring below it; applied after top_n, on the returned scale "
+            "(logits, or (0, 1) with normalize)."
+        ),
+    )
+    normalize: bool = Field(
+        default=False,
+        description=(
+            "Map scores to (0, 1) with a sigmoid; otherwise they are the model's raw logits, "
+            "unbounded, higher is more relevant."
+        ),
+    )
+
+    def __init__(self, model: str = DEFAULT_RERANK_MODEL, **data: Any) -> None:
+        """Create the reranker; the model itself loads on first use (or ``warm_up()``)."""
+        super().__init__(model=model, **data)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Return the name LlamaIndex serializes this class under."""
+        return "FastEmbedRerank"
+
+    @field_validator("top_n")
+    @classmethod
+    def _positive_top_n(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            msg = f"top_n must be >= 1, or None to return every node re-sorted; got {value}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        find_model(TextCrossEncoder, value)
+        return value
+
+    def warm_up(self) -> None:
+        """Load the model now, e.g. so a service fails at start rather than on a query."""
+        self._shared_engine(TextCrossEncoder, self.model)
+
+    def _postprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        if query_bundle is None or not query_bundle.query_str.strip():
+            msg = (
+                f"FastEmbedRerank needs a non-empty query, got {query_bundle!r}: call "
+                f"postprocess_nodes(nodes, query_str=...) or pass a query_bundle"
+            )
+            raise ValueError(msg)
+        query = query_bundle.query_str
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=nodes,
+                top_n=self.top_n or len(nodes),
+                model_name=self.model,
+            )
+        )
+        with self.callback_manager.event(
+            CBEventType.RERANKING,
+            payload={
+                EventPayload.NODES: nodes,
+                EventPayload.MODEL_NAME: self.model,
+                EventPayload.QUERY_STR: query,
+                EventPayload.TOP_K: self.top_n,
+            },
+        ) as event:
+            reranked = self._rerank(query, nodes) if nodes else []
+            event.on_end(payload={EventPayload.NODES: reranked})
+        dispatcher.event(ReRankEndEvent(nodes=reranked))
+        return reranked
+
+    def _rerank(self, query: str, nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+        unique = list(dict.fromkeys(texts))  # identical texts are scored once
+        by_text = dict(zip(unique, self.score(query, unique), strict=True))
+        scored = [self._rescored(n, by_text[t]) for n, t in zip(nodes, texts, strict=True)]
+        # sorted() is stable with reverse=True: ties keep their input order.
+        scored.sort(key=lambda n: n.score, reverse=True)  # type: ignore[arg-type, return-value]
+        kept = scored[: self.top_n]
+        if self.score_threshold is not None:
+            kept = [n for n in kept if n.score >= self.score_threshold]  # type: ignore[operator]
+        return kept
+
+    def _rescored(self, old: NodeWithScore, score: float) -> NodeWithScore:
+        node = old.node
+        if self.keep_retrieval_score:
+            # A copy, so the caller's node (often shared with a docstore) stays as it was.
+            node = node.model_copy(
+                update={
+                    "metadata": {**node.metadata, RETRIEVAL_SCORE_KEY: old.score},
+                    "excluded_llm_metadata_keys": _with_key(node.excluded_llm_metadata_keys),
+                    "excluded_embed_metadata_keys": _with_key(node.excluded_embed_metadata_keys),
+                }
+            )
+        return NodeWithScore(node=node, score=score)
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        """Score each text against the query, in input order, on this reranker's scale.
+
+        Pairs are ordered by length before batching, so each ONNX run pads only to the
+        longest pair of its own batch; the scores equal ``TextCrossEncoder.rerank``'s.
+        """
+        if not texts:
+            return []
+        logits = _score_pairs(
+            self._shared_engine(TextCrossEncoder, self.model), query, texts, self.batch_size
+        )
+        if self.normalize:
+            return [_sigmoid(x) for x in logits]
+        return logits
+
+
+def _with_key(keys: list[str]) -> list[str]:
+    return keys if RETRIEVAL_SCORE_KEY in keys else [*keys, RETRIEVAL_SCORE_KEY]
+
+
+def _sigmoid(x: float) -> float:
+    # Two branches so that exp never overflows for large |x|.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def _score_pairs(
+    encoder: TextCrossEncoder, query: str, texts: list[str], batch_size: int
+) -> list[float]:
+    # fastembed pads every batch to its longest pair. Ordering the pairs by token length
+    # first makes each batch hold pairs of about one length, so little of the work is padding.
+    pairs = [(query, text) for text in texts]
+    encodings = encoder.model.tokenizer.encode_batch(pairs)  # type: ignore[attr-defined]
+    truncated = sum(1 for e in encodings if e.overflowing)
+    if truncated:
+        warnings.warn(
+            f"{truncated} of {len(texts)} query-document pairs were longer than the "
+            f"{len(encodings[0].ids)}-token window of {encoder.model_name} and were truncated "
+            f"as fastembed does (the longer text loses its end); split long documents into "
+            f"smaller chunks to have all of their text scored",
+            UserWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+    lengths = [sum(e.attention_mask) for e in encodings]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    scores = [0.0] * len(texts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = encoder.rerank(query, [texts[r] for r in rows], batch_size=len(rows))
+        for row, score in zip(rows, batch, strict=True):
+            scores[row] = float(score)
+    return scores
+
+
+def _caller_stacklevel() -> int:
+    """Return the stacklevel of the first frame outside this package and LlamaIndex core."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        level, frame = level + 1, frame.f_back
+    return level
