@@ -162,9 +162,11 @@ class FastEmbedEngineOptions(BaseModel):
     def _shared_engine(self, engine_class: type[E], model_name: str) -> E:
         """Return the loaded fastembed model for the current options, loading it on first use."""
         kwargs = self.engine_kwargs()
+        # The default cache is resolved here: FASTEMBED_CACHE_PATH may change in between.
+        where = {"cache_dir": self.cache_dir or str(default_cache_dir())}
         key = (
             f"{engine_class.__module__}.{engine_class.__qualname__}:{model_name}",
-            json.dumps(kwargs, sort_keys=True, default=repr),
+            json.dumps({**kwargs, **where}, sort_keys=True, default=repr),
         )
         loaded = self._engine.loaded
         if loaded is not None and loaded[0] == key:

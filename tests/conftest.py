@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -27,7 +27,9 @@ from llama_index_fastembed_rerank import engine
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
-def make_nodes(texts: Iterable[str], scores: Iterable[float | None] | None = None) -> list[NodeWithScore]:
+def make_nodes(
+    texts: Iterable[str], scores: Iterable[float | None] | None = None
+) -> list[NodeWithScore]:
     texts = list(texts)
     scores = list(scores) if scores is not None else [None] * len(texts)
     return [
@@ -66,10 +68,10 @@ class FakeCrossEncoder:
     logits exactly (negative, zero, ties) without a model.
     """
 
-    scores: dict[str, float] = {}
+    scores: ClassVar[dict[str, float]] = {}
     window = 512
     load_seconds = 0.0
-    instances: list[FakeCrossEncoder] = []
+    instances: ClassVar[list[FakeCrossEncoder]] = []
     list_supported_models = TextCrossEncoder.list_supported_models
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
@@ -105,7 +107,7 @@ class FakeTextEmbedding:
     A text's vector is [number of characters, 1.0 for a query or 2.0 for a passage, 0.5].
     """
 
-    instances: list[FakeTextEmbedding] = []
+    instances: ClassVar[list[FakeTextEmbedding]] = []
     list_supported_models = TextEmbedding.list_supported_models
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
@@ -136,7 +138,7 @@ def fake_embedding(monkeypatch: pytest.MonkeyPatch) -> type[FakeTextEmbedding]:
 
 
 class _Recorder(BaseEventHandler):
-    events: list[BaseEvent] = []
+    events: list[BaseEvent]
 
     @classmethod
     def class_name(cls) -> str:

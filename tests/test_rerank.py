@@ -11,12 +11,12 @@ import threading
 import time
 
 import pytest
-from conftest import make_nodes
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
+from conftest import make_nodes
 from llama_index_fastembed_rerank import FastEmbedRerank
 
 QUERY = "what is it"
@@ -389,8 +389,9 @@ def test_rerank_loads_once_when_threads_race(fake_encoder, monkeypatch):
     rerankers = [FastEmbedRerank(top_n=None) for _ in range(6)]
     results: list[list[str]] = []
 
-    def work(r):
-        results.append(texts_of(r.postprocess_nodes(make_nodes(["x", "x y z", "x y"]), query_str=QUERY)))
+    def work(reranker):
+        out = reranker.postprocess_nodes(make_nodes(["x", "x y z", "x y"]), query_str=QUERY)
+        results.append(texts_of(out))
 
     threads = [threading.Thread(target=work, args=(r,)) for r in rerankers]
     for t in threads:
@@ -403,7 +404,8 @@ def test_rerank_loads_once_when_threads_race(fake_encoder, monkeypatch):
 
 def test_rerank_load_failure_names_model_place_and_fixes(fake_encoder, monkeypatch, tmp_path):
     def cannot_load(self, model_name, **kwargs):
-        raise ValueError(f"Could not load model {model_name} from any source.")
+        msg = f"Could not load model {model_name} from any source."
+        raise ValueError(msg)
 
     monkeypatch.setattr(fake_encoder, "__init__", cannot_load)
     reranker = FastEmbedRerank(cache_dir=str(tmp_path))
@@ -418,10 +420,11 @@ def test_rerank_load_failure_names_model_place_and_fixes(fake_encoder, monkeypat
 
 def test_rerank_other_engine_errors_pass_through(fake_encoder, monkeypatch):
     def no_provider(self, model_name, **kwargs):
-        raise ValueError("Provider CUDAExecutionProvider is not available.")
+        msg = "Provider CUDAExecutionProvider is not available."
+        raise ValueError(msg)
 
     monkeypatch.setattr(fake_encoder, "__init__", no_provider)
-    with pytest.raises(ValueError, match="^Provider CUDAExecutionProvider is not available"):
+    with pytest.raises(ValueError, match=r"^Provider CUDAExecutionProvider is not available"):
         FastEmbedRerank(providers=["CUDAExecutionProvider"]).warm_up()
 
 

@@ -1,0 +1,196 @@
+"""Both classes on real weights, offline, against fastembed's own results on the same inputs.
+
+The cross-encoder is the stand-in (all-MiniLM-L6-v2 with an untrained head): it checks
+plumbing, batching and agreement with ``TextCrossEncoder.rerank``, never relevance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import offline_models
+from conftest import make_nodes
+from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
+
+MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.json").read_text())
+QUERY = MOVIES["query"]
+# Mixed lengths, a duplicate and an empty text: the batching must not change a score.
+TEXTS = [
+    *MOVIES["descriptions"][:12],
+    MOVIES["descriptions"][3],
+    "",
+    " ".join(MOVIES["descriptions"][12:]),
+]
+
+
+@pytest.fixture(scope="module")
+def reranker(offline_cache):
+    # Held for the module, so every reranker with these options shares one loaded model.
+    return FastEmbedRerank(
+        offline_models.STANDIN_RERANK_MODEL,
+        top_n=None,
+        cache_dir=str(offline_cache),
+        local_files_only=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def embedder(offline_cache):
+    return FastEmbedEmbedding(
+        offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+# --- FastEmbedRerank ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64], ids=["batch-1", "batch-3", "batch-64"])
+def test_real_rerank_equals_fastembed_rerank(reranker, real_cross_encoder, batch_size):
+    expected = list(real_cross_encoder.rerank(QUERY, TEXTS))
+    reranker.batch_size = batch_size
+    out = reranker.postprocess_nodes(make_nodes(TEXTS), query_str=QUERY)
+    assert [n.node.node_id for n in out] == [
+        f"node-{i}" for i in sorted(range(len(TEXTS)), key=lambda i: -expected[i])
+    ]
+    by_id = {n.node.node_id: n.score for n in out}
+    got = [by_id[f"node-{i}"] for i in range(len(TEXTS))]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert all(type(s) is float for s in got)
+    assert len(set(expected)) > len(TEXTS) // 2  # the stand-in's scores do differ
+
+
+def test_real_rerank_normalize_is_the_sigmoid_of_fastembeds_logits(reranker, real_cross_encoder):
+    expected = [1 / (1 + math.exp(-x)) for x in real_cross_encoder.rerank(QUERY, TEXTS[:5])]
+    normalized = reranker.model_copy(update={"normalize": True})
+    scores = normalized.score(QUERY, TEXTS[:5])
+    np.testing.assert_allclose(scores, expected, atol=1e-6, rtol=0)
+    assert all(0 < s < 1 for s in scores)
+
+
+def test_real_rerank_warns_about_truncated_pairs(reranker, real_cross_encoder):
+    long_text = " ".join(MOVIES["descriptions"] * 4)  # well past the 512-token window
+    texts = [TEXTS[0], long_text, TEXTS[1]]
+    with pytest.warns(UserWarning, match=r"^1 of 3 query-document pairs .* 512-token window"):
+        scores = reranker.score(QUERY, texts)
+    np.testing.assert_allclose(
+        scores, list(real_cross_encoder.rerank(QUERY, texts)), atol=1e-5, rtol=0
+    )
+
+
+def test_real_rerank_is_safe_from_several_threads(reranker):
+    expected = reranker.score(QUERY, TEXTS)
+    results: list[list[float]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(3):
+                results.append(reranker.score(QUERY, TEXTS))
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(results) == 12
+    for scores in results:
+        np.testing.assert_allclose(scores, expected, atol=1e-5, rtol=0)
+
+
+def test_real_rerank_instances_share_one_loaded_model(reranker, offline_cache):
+    twin = FastEmbedRerank(
+        offline_models.STANDIN_RERANK_MODEL,
+        top_n=3,
+        cache_dir=str(offline_cache),
+        local_files_only=True,
+    )
+    reranker.warm_up()
+    twin.warm_up()
+    assert twin._engine.loaded[1] is reranker._engine.loaded[1]
+
+
+def test_real_rerank_async_equals_sync(reranker):
+    nodes = make_nodes(TEXTS)
+    sync = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    result = asyncio.run(reranker.apostprocess_nodes(nodes, query_str=QUERY))
+    assert [(n.node.node_id, n.score) for n in result] == [(n.node.node_id, n.score) for n in sync]
+
+
+def test_real_rerank_loads_from_specific_model_path(offline_cache, real_cross_encoder):
+    folder = offline_cache.parent / "standin-cross-encoder"
+    direct = FastEmbedRerank(offline_models.STANDIN_RERANK_MODEL, specific_model_path=str(folder))
+    np.testing.assert_allclose(
+        direct.score(QUERY, TEXTS[:4]),
+        list(real_cross_encoder.rerank(QUERY, TEXTS[:4])),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_real_rerank_missing_model_names_place_and_fixes(tmp_path):
+    offline_models.register_standin()
+    reranker = FastEmbedRerank(offline_models.STANDIN_RERANK_MODEL, cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="Could not load TextCrossEncoder model") as error:
+        reranker.postprocess_nodes(make_nodes(["a"]), query_str=QUERY)
+    message = str(error.value)
+    assert str(tmp_path / "models--local--ms-marco-MiniLM-L-6-v2-untrained-head") in message
+    assert "import-model" in message
+
+
+# --- FastEmbedEmbedding ---------------------------------------------------------------------
+
+
+def test_real_embedding_equals_fastembed(embedder, real_text_embedding):
+    docs = embedder.get_text_embedding_batch(TEXTS)
+    query = embedder.get_query_embedding(QUERY)
+    np.testing.assert_allclose(docs, list(real_text_embedding.passage_embed(TEXTS)), atol=1e-6)
+    np.testing.assert_allclose(query, next(iter(real_text_embedding.query_embed(QUERY))), atol=1e-6)
+    assert len(query) == embedder.embedding_size == 384
+    assert all(type(x) is float for x in query + docs[0])
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "embed_batch_size"), [(1, 3), (4, 2048)], ids=["tiny", "onnx-batches"]
+)
+def test_real_embedding_batching_does_not_change_vectors(embedder, batch_size, embed_batch_size):
+    expected = embedder.get_text_embedding_batch(TEXTS)
+    other = embedder.model_copy(
+        update={"batch_size": batch_size, "embed_batch_size": embed_batch_size}
+    )
+    np.testing.assert_allclose(other.get_text_embedding_batch(TEXTS), expected, atol=1e-5)
+
+
+def test_real_embedding_parallel_workers_match(embedder, offline_cache):
+    parallel = FastEmbedEmbedding(
+        offline_models.EMBED_MODEL,
+        cache_dir=str(offline_cache),
+        local_files_only=True,
+        batch_size=4,
+        parallel=2,
+    )
+    np.testing.assert_allclose(
+        parallel.get_text_embedding_batch(TEXTS),
+        embedder.get_text_embedding_batch(TEXTS),
+        atol=1e-5,
+    )
+
+
+def test_real_embedding_async_equals_sync(embedder):
+    async def main():
+        return await asyncio.gather(
+            embedder.aget_query_embedding(QUERY), embedder.aget_text_embedding_batch(TEXTS[:3])
+        )
+
+    query, docs = asyncio.run(main())
+    assert query == embedder.get_query_embedding(QUERY)
+    assert docs == embedder.get_text_embedding_batch(TEXTS[:3])
