@@ -59,13 +59,14 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
 
     Example:
         ```python
-        reranker = FastEmbedRerank(top_n=2)  # Xenova/ms-marco-MiniLM-L-6-v2
+        reranker = FastEmbedRerank(top_n=1)  # Xenova/ms-marco-MiniLM-L-6-v2
         nodes = [NodeWithScore(node=TextNode(text=t)) for t in
-                 ["Paris is the capital of France.", "Berlin is in Germany."]]
-        for n in reranker.postprocess_nodes(nodes, query_str="capital of France"):
-            print(round(n.score, 2), n.node.get_content())
-        # 8.5 Paris is the capital of France.     <- logits: higher is more relevant
-        # -4.0 Berlin is in Germany.
+                 ["Berlin is in Germany.", "Paris is the capital of France.", "Cats purr."]]
+        best = reranker.postprocess_nodes(nodes, query_str="capital of France")
+        [n.node.get_content() for n in best]
+        # ['Paris is the capital of France.']
+        # n.score: raw logits, higher is more relevant; a clear match is positive and
+        # an unrelated text negative (normalize=True maps them into (0, 1)).
         ```
     """
 
