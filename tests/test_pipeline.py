@@ -124,3 +124,16 @@ def test_example_script_runs_offline(offline_cache):
     assert "In 1431, Jeanne d'Arc" in first_stage.split(" 10.  ")[1]
     reranked = out.split("Reranked by")[1]
     assert reranked.count("\n ") == 10  # ten ranked lines
+
+
+def test_pipeline_retrieval_score_is_kept_but_never_reaches_the_llm(index, reranker):
+    keeping = reranker.model_copy(update={"keep_retrieval_score": True, "top_n": 3})
+    first_stage = {
+        n.node.node_id: n.score for n in index.as_retriever(similarity_top_k=10).retrieve(QUERY)
+    }
+    response = _query_engine(index, keeping).query(QUERY)  # MockLLM echoes its prompt
+    assert len(response.source_nodes) == 3
+    for n in response.source_nodes:
+        assert n.node.metadata["retrieval_score"] == pytest.approx(first_stage[n.node.node_id])
+        assert n.node.get_content() in str(response)
+    assert "retrieval_score" not in str(response)

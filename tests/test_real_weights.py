@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 
 import offline_models
 from conftest import make_nodes
@@ -126,6 +127,15 @@ def test_real_rerank_async_equals_sync(reranker):
     assert [(n.node.node_id, n.score) for n in result] == [(n.node.node_id, n.score) for n in sync]
 
 
+def test_real_rerank_emits_balanced_events(reranker, events):
+    out = reranker.postprocess_nodes(make_nodes(TEXTS[:3]), query_str=QUERY)
+    start, end = (e for e in events if isinstance(e, ReRankStartEvent | ReRankEndEvent))
+    assert isinstance(start, ReRankStartEvent)
+    assert (start.model_name, start.query.query_str, start.top_n) == (reranker.model, QUERY, 3)
+    assert isinstance(end, ReRankEndEvent)
+    assert end.nodes == out
+
+
 def test_real_rerank_loads_from_specific_model_path(offline_cache, real_cross_encoder):
     folder = offline_cache.parent / "standin-cross-encoder"
     direct = FastEmbedRerank(offline_models.STANDIN_RERANK_MODEL, specific_model_path=str(folder))
@@ -183,6 +193,15 @@ def test_real_embedding_parallel_workers_match(embedder, offline_cache):
         embedder.get_text_embedding_batch(TEXTS),
         atol=1e-5,
     )
+
+
+def test_real_embedding_missing_model_names_place_and_fixes(tmp_path):
+    embedder = FastEmbedEmbedding("BAAI/bge-small-en-v1.5", cache_dir=str(tmp_path))
+    assert embedder.embedding_size == 384  # known without the model
+    with pytest.raises(ValueError, match="Could not load TextEmbedding model") as error:
+        embedder.get_query_embedding(QUERY)
+    assert str(tmp_path / "models--qdrant--bge-small-en-v1.5-onnx-q") in str(error.value).lower()
+    assert "import-model" in str(error.value)
 
 
 def test_real_embedding_async_equals_sync(embedder):
