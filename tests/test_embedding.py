@@ -15,7 +15,7 @@ from llama_index_fastembed_rerank import FastEmbedEmbedding
 def test_embedding_defaults():
     embed = FastEmbedEmbedding()
     assert embed.model_name == "BAAI/bge-small-en-v1.5"
-    assert embed.batch_size == 256
+    assert embed.batch_size == 16
     assert embed.parallel is None
     assert FastEmbedEmbedding.class_name() == "FastEmbedEmbedding"
 
@@ -58,6 +58,14 @@ def test_embedding_hands_fastembed_whole_batches(fake_embedding):
     FastEmbedEmbedding().get_text_embedding_batch([f"text {i}" for i in range(25)])
     (call,) = fake_embedding.instances[0].calls
     assert len(call[1]) == 25  # LlamaIndex's default would have cut it into 10 + 10 + 5
+
+
+def test_embedding_runs_texts_by_length_and_returns_them_in_input_order(fake_embedding):
+    texts = ["medium text", "a", "the longest text of all", "bb"]
+    vectors = FastEmbedEmbedding().get_text_embedding_batch(texts)
+    assert [v[0] for v in vectors] == [len(t) for t in texts]
+    (call,) = fake_embedding.instances[0].calls
+    assert call[1] == sorted(texts, key=len)
 
 
 def test_embedding_forwards_engine_options_and_nothing_else(fake_embedding):
