@@ -1,0 +1,230 @@
+"""How close FastEmbedRerank runs to the machine: achieved GFLOP/s against a MatMul peak.
+
+Run ``python benchmarks/flops.py`` (``--help`` for options).
+
+FLOPs of one query-document pair of L tokens through a BERT cross-encoder with N layers,
+hidden size H, A heads and feed-forward size I (Xenova/ms-marco-MiniLM-L-6-v2: N=6, H=384,
+A=12, I=1536), counting a multiply-add as 2 FLOPs and only the matrix products::
+
+    per layer:  Q, K, V projections     3 * 2*L*H*H
+                attention output proj.      2*L*H*H
+                scores Q K^T (all heads)    2*L*L*H      (A heads of 2*L*L*(H/A))
+                context softmax(.) V        2*L*L*H
+                feed-forward in and out     2 * 2*L*H*I
+    F(L) = N * (8*L*H^2 + 4*L^2*H + 4*L*H*I) + 2*H^2 + 2*H   (pooler and one-logit head)
+
+Softmax, GELU, layer norms, embeddings and the mask are O(L*H) element-wise work, under 1%
+at these sizes, and are left out. At L=128, F = 2.87 GFLOP; at L=256, 6.04 GFLOP.
+
+FastEmbedRerank(top_n=None).postprocess_nodes scores one query against 100 documents built
+from words that are one token each, so every pair is exactly L tokens and no batch is padded;
+achieved GFLOP/s = 100 * F(L) / median seconds. The model is the offline stand-in for
+Xenova/ms-marco-MiniLM-L-6-v2 (the same graph shape, an untrained head).
+
+The peak is measured on this machine with onnxruntime itself: one-MatMul graphs at the shapes
+the model runs with a batch of 64 pairs (``--peak-batch``) of 128 tokens (``--peak-seq``):
+[B*L, H] x [H, H], [B*L, H] x [H, I], [B*L, I] x [I, H] and the attention's batched
+[B*A, L, H/A] x [B*A, H/A, L] and [B*A, L, L] x [B*A, L, H/A] (weights as initializers, as
+in the model, so onnxruntime pre-packs them), with the same intra-op threads as fastembed's
+session; and with numpy (its BLAS, default threads) for comparison. The peak is the best
+shape's median; the "MatMul-mix ceiling" weighs each shape's rate by its share of the model's
+FLOPs at that length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import numpy as np
+import onnxruntime as ort
+import psutil
+from fastembed.rerank.cross_encoder import TextCrossEncoder
+from llama_index.core.schema import NodeWithScore, TextNode
+
+import offline_models
+from llama_index_fastembed_rerank import FastEmbedRerank
+
+LAYERS, HIDDEN, HEADS, INTERMEDIATE = 6, 384, 12, 1536
+PAIRS = 100
+
+
+def pair_flops(length: int) -> int:
+    """Return the matrix-product FLOPs of one pair of ``length`` tokens (formula above)."""
+    n, h, i, seq = LAYERS, HIDDEN, INTERMEDIATE, length
+    per_layer = 8 * seq * h * h + 4 * seq * seq * h + 4 * seq * h * i
+    return n * per_layer + 2 * h * h + 2 * h
+
+
+def uniform_documents(tokenizer: object, query: str, length: int) -> list[str]:
+    """Return ``PAIRS`` seeded documents making pairs of exactly ``length`` tokens with query."""
+
+    def tokens(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)  # type: ignore[attr-defined]
+
+    one_token = [w for w in sorted({w.lower() for w in _common.word_pool()}) if tokens(w) == 1]
+    query_tokens = tokens(query)
+    words = length - query_tokens - 3  # [CLS] query [SEP] document [SEP]
+    rng = random.Random(f"{_common.SEED}-uniform-{length}")
+    return [" ".join(rng.choices(one_token, k=words)) for _ in range(PAIRS)]
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def matmul_session(
+    a_shape: list[int], b: np.ndarray, b_is_weight: bool, threads: int
+) -> ort.InferenceSession:
+    """Return an onnxruntime session computing a @ b for a float32 input ``a``.
+
+    A weight is an initializer, as in the model, so onnxruntime may pre-pack it; otherwise
+    ``b`` is a second input, as the attention's activations are.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    out_shape = [*a_shape[:-1], b.shape[-1]]
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape)]
+    if not b_is_weight:
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, list(b.shape)))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        "matmul",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(b, "b")] if b_is_weight else [],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def matmul_peaks(batch: int, seq: int, threads: int) -> list[tuple[str, float, float, float]]:
+    """Return (shape, FLOP share in the model, onnxruntime GFLOP/s, numpy GFLOP/s) per shape."""
+    rows, heads, head = batch * seq, batch * HEADS, HIDDEN // HEADS
+    projection = 2 * rows * HIDDEN * HIDDEN  # Q, K, V and the output: four of these a layer
+    ffn = 2 * rows * HIDDEN * INTERMEDIATE
+    attention = 2 * heads * seq * seq * head  # scores, and again the context
+    shapes = [  # name, A, B, FLOPs of this shape in one layer at (batch, seq)
+        ("[B*L,H]x[H,H]", [rows, HIDDEN], [HIDDEN, HIDDEN], 4 * projection),
+        ("[B*L,H]x[H,I]", [rows, HIDDEN], [HIDDEN, INTERMEDIATE], ffn),
+        ("[B*L,I]x[I,H]", [rows, INTERMEDIATE], [INTERMEDIATE, HIDDEN], ffn),
+        ("[B*A,L,d]x[B*A,d,L]", [heads, seq, head], [heads, head, seq], attention),
+        ("[B*A,L,L]x[B*A,L,d]", [heads, seq, seq], [heads, seq, head], attention),
+    ]
+    layer_flops = sum(flops for *_, flops in shapes)
+    rng = np.random.default_rng(_common.SEED)
+    results = []
+    for name, a_shape, b_shape, flops in shapes:
+        a = rng.standard_normal(a_shape, dtype=np.float32)
+        b = rng.standard_normal(b_shape, dtype=np.float32)
+        # One product's FLOPs: the projection row stands for four products of its shape.
+        one = 2 * int(np.prod(a_shape)) * b_shape[-1]
+        is_weight = len(b_shape) == 2  # the projections' weights; attention multiplies activations
+        session = matmul_session(a_shape, b, is_weight, threads)
+        feed = {"a": a} if is_weight else {"a": a, "b": b}
+        ort_s = median_seconds(functools.partial(session.run, None, feed), 7)
+        np_s = median_seconds(functools.partial(np.matmul, a, b), 7)
+        results.append((name, flops / layer_flops, one / ort_s / 1e9, one / np_s / 1e9))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per length")
+    parser.add_argument("--peak-batch", type=int, default=64)
+    parser.add_argument("--peak-seq", type=int, default=128)
+    args = parser.parse_args()
+
+    cache = _common.provision()
+    reranker = FastEmbedRerank(
+        offline_models.STANDIN_RERANK_MODEL, top_n=None, cache_dir=cache, local_files_only=True
+    )
+    encoder = reranker._shared_engine(TextCrossEncoder, reranker.model)
+    tokenizer = encoder.model.tokenizer  # type: ignore[attr-defined]
+    session = encoder.model.model  # type: ignore[attr-defined]
+    # 0 is onnxruntime's default: one thread per physical core.
+    threads = session.get_session_options().intra_op_num_threads or psutil.cpu_count(False)
+    query = str(_common.movies()["query"])
+
+    for line in _common.machine_lines():
+        print(line)
+    print(
+        f"Model: {reranker.model} (shape of Xenova/ms-marco-MiniLM-L-6-v2: {LAYERS} layers, "
+        f"hidden {HIDDEN}, {HEADS} heads, FFN {INTERMEDIATE}); batch_size {reranker.batch_size}; "
+        f"onnxruntime intra-op threads {threads}"
+    )
+    print(f"{PAIRS} pairs per run, all of one length; median of {args.repeats} after a warm-up")
+    print()
+    header = (
+        f"{'tokens/pair':>11}{'GFLOP/pair':>12}{'pairs/s':>9}{'ms/pair':>9}{'GFLOP/s':>9}"
+        f"{'of ORT peak':>13}"
+    )
+    measured = []
+    for length in args.lengths:
+        documents = uniform_documents(tokenizer, query, length)
+        pairs = tokenizer.encode_batch([(query, d) for d in documents])
+        lengths = {sum(e.attention_mask) for e in pairs}
+        if lengths != {length} or any(len(e.ids) != length for e in pairs):
+            msg = f"pairs are not all {length} tokens: {sorted(lengths)}"
+            raise SystemExit(msg)
+        nodes = [NodeWithScore(node=TextNode(text=d)) for d in documents]
+        rerank = functools.partial(reranker.postprocess_nodes, nodes, query_str=query)
+        seconds = median_seconds(rerank, args.repeats)
+        measured.append((length, seconds))
+
+    peaks = matmul_peaks(args.peak_batch, args.peak_seq, threads)
+    peak = max(ort_rate for _, _, ort_rate, _ in peaks)
+    numpy_peak = max(np_rate for *_, np_rate in peaks)
+
+    print(header)
+    print("-" * len(header))
+    for length, seconds in measured:
+        gflop = pair_flops(length) / 1e9
+        achieved = PAIRS * gflop / seconds
+        print(
+            f"{length:>11}{gflop:>12.2f}{PAIRS / seconds:>9.1f}{seconds / PAIRS * 1000:>9.1f}"
+            f"{achieved:>9.1f}{achieved / peak:>12.0%}"
+        )
+    print()
+    print(
+        f"MatMul peak at the model's shapes, B={args.peak_batch} pairs of L={args.peak_seq} "
+        f"tokens (median of 7 after a warm-up), onnxruntime with {threads} intra-op threads:"
+    )
+    header = f"{'shape':<22}{'share of FLOPs':>15}{'onnxruntime':>13}{'numpy':>9}  GFLOP/s"
+    print(header)
+    print("-" * len(header))
+    for name, share, ort_rate, np_rate in peaks:
+        print(f"{name:<22}{share:>15.0%}{ort_rate:>13.1f}{np_rate:>9.1f}")
+    # What the model's matrix products alone would take at these rates, at the peak's length.
+    ceiling = 1 / sum(share / ort_rate for _, share, ort_rate, _ in peaks)
+    print(
+        f"\nPeak: onnxruntime {peak:.1f} GFLOP/s, numpy {numpy_peak:.1f} GFLOP/s (best shape); "
+        f"the model's MatMul mix at onnxruntime's per-shape rates: {ceiling:.1f} GFLOP/s"
+    )
+    for length, seconds in measured:
+        achieved = PAIRS * pair_flops(length) / 1e9 / seconds
+        print(
+            f"L={length}: FastEmbedRerank {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of "
+            f"onnxruntime's peak, {achieved / numpy_peak:.0%} of numpy's, "
+            f"{achieved / ceiling:.0%} of the MatMul-mix ceiling"
+        )
+
+
+if __name__ == "__main__":
+    main()
