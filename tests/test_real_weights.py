@@ -19,6 +19,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 import offline_models
 from conftest import make_nodes
 from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
+from llama_index_fastembed_rerank.rerank import DEFAULT_MAX_BATCH_TOKENS
 
 MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.json").read_text())
 QUERY = MOVIES["query"]
@@ -52,10 +53,17 @@ def embedder(offline_cache):
 # --- FastEmbedRerank ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 64], ids=["batch-1", "batch-3", "batch-64"])
-def test_real_rerank_equals_fastembed_rerank(reranker, real_cross_encoder, batch_size):
+@pytest.mark.parametrize(
+    ("batch_size", "max_batch_tokens"),
+    [(1, None), (3, None), (64, None), (64, 1), (64, 200), (64, DEFAULT_MAX_BATCH_TOKENS)],
+    ids=["batch-1", "batch-3", "batch-64", "tokens-1", "tokens-200", "defaults"],
+)
+def test_real_rerank_equals_fastembed_rerank(
+    reranker, real_cross_encoder, batch_size, max_batch_tokens
+):
     expected = list(real_cross_encoder.rerank(QUERY, TEXTS))
     reranker.batch_size = batch_size
+    reranker.max_batch_tokens = max_batch_tokens
     out = reranker.postprocess_nodes(make_nodes(TEXTS), query_str=QUERY)
     assert [n.node.node_id for n in out] == [
         f"node-{i}" for i in sorted(range(len(TEXTS)), key=lambda i: -expected[i])

@@ -77,6 +77,7 @@ NON_DEFAULTS = {
     "model": "BAAI/bge-reranker-base",
     "top_n": None,
     "batch_size": 7,
+    "max_batch_tokens": 300,
     "metadata_mode": MetadataMode.LLM,
     "keep_retrieval_score": True,
     "score_threshold": -1.5,
@@ -142,13 +143,22 @@ def test_rerank_rejects_top_n_below_one(top_n):
     ("options", "message"),
     [
         ({"batch_size": 0}, "batch_size"),
+        ({"max_batch_tokens": 0}, "max_batch_tokens"),
         ({"threads": 0}, "threads"),
         ({"model": "Xenova/ms-marco-MiniLM-L-6"}, "Did you mean 'Xenova/ms-marco-MiniLM-L-6-v2'"),
         ({"model_kwargs": {"threads": 2}}, r"pass threads=\.\.\. directly"),
         ({"model_kwargs": {"lazy_load": True}}, "lazy_load"),
         ({"top_k": 3}, "top_k"),
     ],
-    ids=["batch_size", "threads", "unknown-model", "duplicate-option", "reserved", "typo"],
+    ids=[
+        "batch_size",
+        "max_batch_tokens",
+        "threads",
+        "unknown-model",
+        "duplicate-option",
+        "reserved",
+        "typo",
+    ],
 )
 def test_rerank_rejects_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
@@ -258,6 +268,25 @@ def test_rerank_batches_pairs_by_length(fake_encoder):
     calls = fake_encoder.instances[0].calls
     assert [[len(d.split()) for d in docs] for _, docs, _ in calls] == [[1, 2, 3], [5, 7, 8], [9]]
     assert all(size == len(docs) for _, docs, size in calls)
+    assert scores_of(out) == [9.0, 8.0, 7.0, 5.0, 3.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("max_batch_tokens", "batches"),
+    [
+        # Pairs are 6 + n tokens long (3 specials, 3 query words): 7, 8, 9 | 11, 13 | 14, 15.
+        (30, [[1, 2, 3], [5, 7], [8, 9]]),
+        (5, [[1], [2], [3], [5], [7], [8], [9]]),  # a pair over the budget runs alone
+        (None, [[1, 2, 3, 5], [7, 8, 9]]),  # batch_size alone
+    ],
+    ids=["budget", "over-budget", "none"],
+)
+def test_rerank_caps_padded_tokens_per_batch(fake_encoder, max_batch_tokens, batches):
+    texts = ["w " * n for n in (9, 1, 5, 2, 8, 3, 7)]
+    reranker = FastEmbedRerank(top_n=None, batch_size=4, max_batch_tokens=max_batch_tokens)
+    out = reranker.postprocess_nodes(make_nodes(texts), query_str=QUERY)
+    calls = fake_encoder.instances[0].calls
+    assert [[len(d.split()) for d in docs] for _, docs, _ in calls] == batches
     assert scores_of(out) == [9.0, 8.0, 7.0, 5.0, 3.0, 2.0, 1.0]
 
 
