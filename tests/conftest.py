@@ -21,7 +21,7 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.schema import NodeWithScore, TextNode
 
 import offline_models
-from llama_index_fastembed_rerank import engine
+from llama_index_fastembed_rerank import FastEmbedRerank, engine
 
 # No model hub is reachable in tests: without this, fastembed retries for ~40 s before failing.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -180,6 +180,20 @@ def real_cross_encoder(offline_cache: Path) -> TextCrossEncoder:
     """fastembed's own TextCrossEncoder on the stand-in, to compare against."""
     return TextCrossEncoder(
         offline_models.STANDIN_RERANK_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+@pytest.fixture(scope="session")
+def standin_reranker(offline_cache: Path) -> FastEmbedRerank:
+    """A FastEmbedRerank on the stand-in, held for the session so its model loads once.
+
+    Tests that change an option work on ``standin_reranker.model_copy(update=...)``.
+    """
+    return FastEmbedRerank(
+        offline_models.STANDIN_RERANK_MODEL,
+        top_n=None,
+        cache_dir=str(offline_cache),
+        local_files_only=True,
     )
 
 

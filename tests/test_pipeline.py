@@ -18,7 +18,7 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import AsyncQdrantClient, QdrantClient
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
+from llama_index_fastembed_rerank import FastEmbedEmbedding
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 MOVIES = json.loads((EXAMPLES / "data" / "movies.json").read_text())
@@ -47,13 +47,8 @@ def index(request, offline_cache, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reranker(offline_cache):
-    return FastEmbedRerank(
-        offline_models.STANDIN_RERANK_MODEL,
-        top_n=None,
-        cache_dir=str(offline_cache),
-        local_files_only=True,
-    )
+def reranker(standin_reranker):
+    return standin_reranker
 
 
 def test_pipeline_first_stage_reproduces_the_tutorial(index):

@@ -33,14 +33,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def reranker(offline_cache):
-    # Held for the module, so every reranker with these options shares one loaded model.
-    return FastEmbedRerank(
-        offline_models.STANDIN_RERANK_MODEL,
-        top_n=None,
-        cache_dir=str(offline_cache),
-        local_files_only=True,
-    )
+def reranker(standin_reranker):
+    return standin_reranker
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +56,8 @@ def test_real_rerank_equals_fastembed_rerank(
     reranker, real_cross_encoder, batch_size, max_batch_tokens
 ):
     expected = list(real_cross_encoder.rerank(QUERY, TEXTS))
-    reranker.batch_size = batch_size
-    reranker.max_batch_tokens = max_batch_tokens
-    out = reranker.postprocess_nodes(make_nodes(TEXTS), query_str=QUERY)
+    batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
+    out = reranker.model_copy(update=batching).postprocess_nodes(make_nodes(TEXTS), query_str=QUERY)
     assert [n.node.node_id for n in out] == [
         f"node-{i}" for i in sorted(range(len(TEXTS)), key=lambda i: -expected[i])
     ]
