@@ -92,7 +92,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def machine_lines() -> list[str]:
+def machine_lines(packages: tuple[str, ...] = ()) -> list[str]:
     """Return lines that say which CPU, cores, Python and package versions ran a benchmark."""
     cpu = platform.processor() or "unknown"
     cpuinfo = Path("/proc/cpuinfo")
@@ -104,7 +104,7 @@ def machine_lines() -> list[str]:
         ]
         cpu = names[0] if names else cpu
     versions = []
-    for package in _VERSIONS:
+    for package in _VERSIONS + packages:
         try:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:

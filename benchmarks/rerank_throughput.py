@@ -27,7 +27,6 @@ import importlib.metadata
 import importlib.resources
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -40,7 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline weights only; never wait for a hub
+TORCH_PACKAGES = ("tokenizers", "torch", "sentence-transformers", "transformers")
 
+import _common  # noqa: E402
 import numpy as np  # noqa: E402
 from fastembed.rerank.cross_encoder import TextCrossEncoder  # noqa: E402
 from llama_index.core.schema import NodeWithScore, TextNode  # noqa: E402
@@ -173,39 +174,6 @@ def measure(
     return rates, scores
 
 
-def machine() -> list[str]:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:
-        physical = None
-    packages = [
-        "onnxruntime", "fastembed", "tokenizers", "numpy", "llama-index-core",
-        "torch", "sentence-transformers", "transformers",
-    ]  # fmt: skip
-    versions = []
-    for package in packages:
-        try:
-            versions.append(f"{package} {importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{package} (not installed)")
-    return [
-        f"CPU: {cpu}; logical cores {os.cpu_count()}, physical cores {physical or '?'}",
-        f"Python {platform.python_version()} on {platform.platform()}",
-        "Versions: " + ", ".join(versions),
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
@@ -239,7 +207,7 @@ def main() -> None:
             if st is not None:
                 scorers["SentenceTransformerRerank"] = st
 
-        for line in machine():
+        for line in _common.machine_lines(TORCH_PACKAGES):
             print(line)
         print(f"Model: {name} (offline stand-in, shape of Xenova/ms-marco-MiniLM-L-6-v2)")
         print(
