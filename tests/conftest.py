@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import threading
 import time
 import weakref
@@ -36,6 +38,19 @@ def make_nodes(
         NodeWithScore(node=TextNode(text=t, id_=f"node-{i}"), score=s)
         for i, (t, s) in enumerate(zip(texts, scores, strict=True))
     ]
+
+
+# Every way an option can travel: each must come back with the same values.
+ROUND_TRIPS = pytest.mark.parametrize(
+    "round_trip",
+    [
+        lambda obj: type(obj).from_dict(obj.to_dict()),
+        lambda obj: type(obj).from_json(obj.to_json()),
+        lambda obj: pickle.loads(pickle.dumps(obj)),
+        copy.deepcopy,
+    ],
+    ids=["dict", "json", "pickle", "deepcopy"],
+)
 
 
 # --- fakes of the engine (unit tests) -------------------------------------------------------

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
-import pickle
 
 import pytest
 
+from conftest import ROUND_TRIPS
 from llama_index_fastembed_rerank import FastEmbedEmbedding
 
 
@@ -125,16 +124,7 @@ NON_DEFAULTS = {
 }
 
 
-@pytest.mark.parametrize(
-    "round_trip",
-    [
-        lambda e: FastEmbedEmbedding.from_dict(e.to_dict()),
-        lambda e: FastEmbedEmbedding.from_json(e.to_json()),
-        lambda e: pickle.loads(pickle.dumps(e)),
-        copy.deepcopy,
-    ],
-    ids=["dict", "json", "pickle", "deepcopy"],
-)
+@ROUND_TRIPS
 def test_embedding_round_trip_keeps_every_option(fake_embedding, round_trip):
     embed = FastEmbedEmbedding(**NON_DEFAULTS)
     again = round_trip(embed)

@@ -16,7 +16,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from conftest import make_nodes
+from conftest import ROUND_TRIPS, make_nodes
 from llama_index_fastembed_rerank import FastEmbedRerank
 
 QUERY = "what is it"
@@ -93,16 +93,7 @@ NON_DEFAULTS = {
 }
 
 
-@pytest.mark.parametrize(
-    "round_trip",
-    [
-        lambda r: FastEmbedRerank.from_dict(r.to_dict()),
-        lambda r: FastEmbedRerank.from_json(r.to_json()),
-        lambda r: pickle.loads(pickle.dumps(r)),
-        copy.deepcopy,
-    ],
-    ids=["dict", "json", "pickle", "deepcopy"],
-)
+@ROUND_TRIPS
 def test_rerank_round_trip_keeps_every_option(round_trip):
     reranker = FastEmbedRerank(**NON_DEFAULTS)
     again = round_trip(reranker)
