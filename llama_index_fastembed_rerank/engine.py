@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,14 +160,24 @@ class FastEmbedEngineOptions(BaseModel):
             **self.model_kwargs,
         }
 
-    def _shared_engine(self, engine_class: type[E], model_name: str) -> E:
-        """Return the loaded fastembed model for the current options, loading it on first use."""
+    def _shared_engine(
+        self,
+        engine_class: type[E],
+        model_name: str,
+        prepare: Callable[[E], object] | None = None,
+    ) -> E:
+        """Return the loaded fastembed model for the current options, loading it on first use.
+
+        ``prepare`` runs once on a newly loaded model; models prepared differently are not
+        shared.
+        """
         kwargs = self.engine_kwargs()
         # The default cache is resolved here: FASTEMBED_CACHE_PATH may change in between.
         where = {"cache_dir": self.cache_dir or str(default_cache_dir())}
         key = (
             f"{engine_class.__module__}.{engine_class.__qualname__}:{model_name}",
-            json.dumps({**kwargs, **where}, sort_keys=True, default=repr),
+            json.dumps({**kwargs, **where}, sort_keys=True, default=repr)
+            + (f"|{prepare.__module__}.{prepare.__qualname__}" if prepare else ""),
         )
         loaded = self._engine.loaded
         if loaded is not None and loaded[0] == key:
@@ -177,6 +188,8 @@ class FastEmbedEngineOptions(BaseModel):
                 engine = _LOADED.get(key)
                 if engine is None:
                     engine = _load(engine_class, model_name, kwargs)
+                    if prepare is not None:
+                        prepare(engine)
                     _LOADED[key] = engine
         # Options may change after a load (validate_assignment allows it): the key tells.
         self._engine.loaded = (key, engine)
