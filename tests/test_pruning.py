@@ -162,7 +162,9 @@ def test_real_pruned_graph_scores_equal_fastembeds(fresh_encoder, real_cross_enc
     )
 
 
-def test_real_graph_that_scores_differently_is_not_used(fresh_encoder, monkeypatch, caplog):
+def test_real_graph_that_scores_differently_is_not_used(
+    fresh_encoder, real_cross_encoder, monkeypatch, caplog
+):
     def prune_wrongly(model: onnx.ModelProto) -> int:
         count = prune_to_cls(model)
         bias = next(t for t in model.graph.initializer if t.name == "classifier.bias")
@@ -170,11 +172,16 @@ def test_real_graph_that_scores_differently_is_not_used(fresh_encoder, monkeypat
         return count
 
     monkeypatch.setattr(pruning, "prune_to_cls", prune_wrongly)
-    session = fresh_encoder.model.model
     with caplog.at_level(logging.WARNING, logger=pruning.__name__):
         assert not use_pruned_graph(fresh_encoder)
-    assert fresh_encoder.model.model is session
     assert "scored differently on the probe (output 0 differs by up to 1.00e+00)" in caplog.text
+    # The published graph is back in use: fastembed's own scores, not the shifted ones.
+    texts = ["Jeanne d'Arc", "a story about a strong female figure in history"]
+    np.testing.assert_allclose(
+        list(fresh_encoder.rerank("a query", texts)),
+        list(real_cross_encoder.rerank("a query", texts)),
+        atol=1e-6,
+    )
 
 
 def test_real_reranker_options_choose_the_graph(standin_reranker, real_cross_encoder):
