@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_index.core
+import numpy as np
+import onnxruntime as ort
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -281,12 +283,46 @@ def _score_pairs(
             stacklevel=_caller_stacklevel(),
         )
     lengths = [sum(e.attention_mask) for e in encodings]
+    run = _session_runner(encoder, encodings, lengths) or (
+        lambda rows: encoder.rerank(query, [texts[r] for r in rows], batch_size=len(rows))
+    )
     scores = [0.0] * len(texts)
     for rows in _batches(lengths, batch_size, max_batch_tokens):
-        batch = encoder.rerank(query, [texts[r] for r in rows], batch_size=len(rows))
-        for row, score in zip(rows, batch, strict=True):
+        for row, score in zip(rows, run(rows), strict=True):
             scores[row] = float(score)
     return scores
+
+
+def _session_runner(
+    encoder: TextCrossEncoder, encodings: Sequence[Any], lengths: list[int]
+) -> Callable[[list[int]], Iterable[float]] | None:
+    """Return a scorer of row batches that feeds the ONNX session the encodings made once.
+
+    It runs the session as fastembed's ``rerank`` does (same inputs, first logit of the first
+    output) but without tokenizing every batch again. None where the engine has no ONNX
+    Runtime session or its tokenizer does not pad on the right; then ``rerank`` scores.
+    """
+    inner = encoder.model
+    session = getattr(inner, "model", None)
+    padding = inner.tokenizer.padding  # type: ignore[attr-defined]
+    if not isinstance(session, ort.InferenceSession) or (padding or {}).get("direction") != "right":
+        return None
+    names = {i.name for i in session.get_inputs()}
+    fields = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask"}
+    # Padded to the longest pair of all; a batch takes its rows up to its own longest pair.
+    arrays = {
+        name: np.array([getattr(e, field) for e in encodings], dtype=np.int64)
+        for name, field in fields.items()
+        if name in names
+    }
+    output_names = inner.ONNX_OUTPUT_NAMES  # type: ignore[attr-defined]
+
+    def run(rows: list[int]) -> Iterable[float]:
+        width = max(lengths[r] for r in rows)
+        feed = {name: np.ascontiguousarray(a[rows, :width]) for name, a in arrays.items()}
+        return session.run(output_names, feed)[0][:, 0]  # type: ignore[no-any-return]
+
+    return run
 
 
 def _batches(lengths: list[int], batch_size: int, max_tokens: int | None) -> Iterator[list[int]]:
