@@ -307,14 +307,9 @@ def _session_runner(
     padding = inner.tokenizer.padding  # type: ignore[attr-defined]
     if not isinstance(session, ort.InferenceSession) or (padding or {}).get("direction") != "right":
         return None
-    names = {i.name for i in session.get_inputs()}
-    fields = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask"}
-    # Padded to the longest pair of all; a batch takes its rows up to its own longest pair.
-    arrays = {
-        name: np.array([getattr(e, field) for e in encodings], dtype=np.int64)
-        for name, field in fields.items()
-        if name in names
-    }
+    # fastembed's own inputs for all pairs, padded to the longest pair of all; a batch takes
+    # its rows up to its own longest pair.
+    arrays = inner._build_onnx_input(encodings)  # type: ignore[attr-defined]
     output_names = inner.ONNX_OUTPUT_NAMES  # type: ignore[attr-defined]
 
     def run(rows: list[int]) -> Iterable[float]:
