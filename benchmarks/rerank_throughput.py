@@ -29,34 +29,29 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline weights only; never wait for a hub
+import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import numpy as np
+from fastembed.rerank.cross_encoder import TextCrossEncoder
+from llama_index.core.schema import NodeWithScore, TextNode
+
+import offline_models
+from llama_index_fastembed_rerank import FastEmbedRerank
+
 TORCH_PACKAGES = ("tokenizers", "torch", "sentence-transformers", "transformers")
-
-import _common  # noqa: E402
-import numpy as np  # noqa: E402
-from fastembed.rerank.cross_encoder import TextCrossEncoder  # noqa: E402
-from llama_index.core.schema import NodeWithScore, TextNode  # noqa: E402
-
-import offline_models  # noqa: E402
-from llama_index_fastembed_rerank import FastEmbedRerank  # noqa: E402
-
 TOLERANCE = 1e-4
-SEED = 20240601
+SEED = _common.SEED
 SIZES = (10, 100, 1000)
 # Runs timed per case size, after a warm-up: the big cases take seconds a run.
 REPEATS = {10: 5, 100: 3, 1000: 1}
 WARM_UP_TEXTS = 256
-MOVIES = json.loads((ROOT / "examples" / "data" / "movies.json").read_text())
-QUERY = MOVIES["query"]
+MOVIES = _common.movies()
+QUERY = str(MOVIES["query"])
 
 Scorer = Callable[[list[str]], list[float]]
 
