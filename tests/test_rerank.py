@@ -82,6 +82,7 @@ NON_DEFAULTS = {
     "keep_retrieval_score": True,
     "score_threshold": -1.5,
     "normalize": True,
+    "optimize_graph": False,
     "cache_dir": "/models",
     "threads": 3,
     "providers": [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
@@ -95,6 +96,7 @@ NON_DEFAULTS = {
 
 @ROUND_TRIPS
 def test_rerank_round_trip_keeps_every_option(round_trip):
+    assert set(FastEmbedRerank.model_fields) - set(NON_DEFAULTS) == {"callback_manager"}
     reranker = FastEmbedRerank(**NON_DEFAULTS)
     again = round_trip(reranker)
     assert isinstance(again, FastEmbedRerank)
