@@ -3,7 +3,14 @@
 import importlib.metadata
 
 from .embedding import FastEmbedEmbedding
+from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 from .rerank import FastEmbedRerank
 
-__all__ = ["FastEmbedEmbedding", "FastEmbedRerank", "__version__"]
+__all__ = [
+    "FastEmbedEmbedding",
+    "FastEmbedRerank",
+    "__version__",
+    "distribution_based_score_fusion",
+    "reciprocal_rank_fusion",
+]
 __version__ = importlib.metadata.version("llama-index-fastembed-rerank")
