@@ -40,13 +40,15 @@ HEAD_STD = 1.0  # spreads the untrained logits over a few units, so rankings are
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # A name of its own: this is not ms-marco-MiniLM-L-6-v2, only a model with its interface.
 STANDIN_RERANK_MODEL = "local/ms-marco-MiniLM-L-6-v2-untrained-head"
+SPARSE_MODEL = "Qdrant/bm25"
 
 
 def provision(root: Path | None = None) -> Path:
-    """Build both models once and import them into a fastembed cache; return that cache.
+    """Build the models once and import them into a fastembed cache; return that cache.
 
-    Later calls reuse the builds. Afterwards ``FastEmbedEmbedding(EMBED_MODEL, cache_dir=...)``
-    and ``FastEmbedRerank(STANDIN_RERANK_MODEL, cache_dir=...)`` load with no network.
+    Later calls reuse the builds. Afterwards ``FastEmbedEmbedding(EMBED_MODEL, cache_dir=...)``,
+    ``FastEmbedRerank(STANDIN_RERANK_MODEL, cache_dir=...)`` and
+    ``FastEmbedSparseEmbedding(SPARSE_MODEL, cache_dir=...)`` load with no network.
 
     Args:
         root: Where builds and cache live; default ``$LIFR_OFFLINE_MODELS``, else
@@ -62,6 +64,7 @@ def provision(root: Path | None = None) -> Path:
     import_model(build_minilm_encoder(root / "all-MiniLM-L6-v2"), EMBED_MODEL, cache)
     standin = build_standin_cross_encoder(root / "standin-cross-encoder")
     import_model(standin, STANDIN_RERANK_MODEL, cache)
+    import_model(build_bm25(root / "bm25"), SPARSE_MODEL, cache)
     return cache
 
 
@@ -113,6 +116,38 @@ def build_minilm_encoder(dest: Path) -> Path:
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config) + "\n")
 
     return _build_atomically(Path(dest), ("model.onnx", *TOKENIZER_FILES), fill)
+
+
+def build_bm25(dest: Path) -> Path:
+    """Build fastembed's ``Qdrant/bm25`` model: stopword lists and an empty ``config.json``.
+
+    BM25 has no weights. fastembed reads ``<language>.txt`` (one stopword a line) from the
+    model folder; the hub's lists are NLTK's, and llama-index-core ships NLTK's stopword
+    corpus, so the lists are copied from there.
+
+    Args:
+        dest: Directory to create. If it already holds a complete build, it is reused as is.
+
+    Returns:
+        ``dest``, usable as ``specific_model_path`` for ``SparseTextEmbedding("Qdrant/bm25")``.
+
+    Raises:
+        FileExistsError: If ``dest`` exists, is not empty and is not a complete build.
+    """
+    from fastembed import SparseTextEmbedding
+
+    (description,) = [
+        m for m in SparseTextEmbedding.list_supported_models() if m["model"] == SPARSE_MODEL
+    ]
+    lists = tuple(description["additional_files"])
+    corpus = importlib.resources.files("llama_index.core") / "_static/nltk_cache/corpora/stopwords"
+
+    def fill(tmp: Path) -> None:
+        (tmp / "config.json").write_text("{}\n")
+        for name in lists:
+            (tmp / name).write_text((corpus / Path(name).stem).read_text(encoding="utf-8"))
+
+    return _build_atomically(Path(dest), ("config.json", *lists), fill)
 
 
 def build_standin_cross_encoder(dest: Path, seed: int = 0) -> Path:

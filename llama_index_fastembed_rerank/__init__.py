@@ -5,10 +5,12 @@ import importlib.metadata
 from .embedding import FastEmbedEmbedding
 from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 from .rerank import FastEmbedRerank
+from .sparse import FastEmbedSparseEmbedding
 
 __all__ = [
     "FastEmbedEmbedding",
     "FastEmbedRerank",
+    "FastEmbedSparseEmbedding",
     "__version__",
     "distribution_based_score_fusion",
     "reciprocal_rank_fusion",

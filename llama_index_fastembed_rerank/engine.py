@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fastembed.common.types import Device
-from pydantic import BaseModel, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 # `model_kwargs` keys that are fields of their own; setting them twice would be ambiguous.
 _FIELD_OPTIONS = (
@@ -128,6 +128,19 @@ class FastEmbedEngineOptions(BaseModel):
 
     _engine: _EngineSlot = PrivateAttr(default_factory=_EngineSlot)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_own_class_name(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        # LlamaIndex's model_dump() adds "class_name"; model_validate() must take it back.
+        if isinstance(data, dict) and "class_name" in data:
+            data = dict(data)
+            name = data.pop("class_name")
+            expected = cls.class_name()  # type: ignore[attr-defined]
+            if name != expected:
+                msg = f"class_name {name!r} does not describe a {expected}: load it with {name}"
+                raise ValueError(msg)
+        return data
+
     @field_validator("model_kwargs")
     @classmethod
     def _no_duplicate_options(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +212,8 @@ class FastEmbedEngineOptions(BaseModel):
 def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
     description = find_model(engine_class, model_name)
     specific = kwargs.get("specific_model_path")
-    if specific is not None:
+    # BM25 has no model file: its folder holds stopword lists (checked by its class).
+    if specific is not None and description["model_file"].endswith(".onnx"):
         model_file = Path(specific) / description["model_file"]
         if not model_file.is_file():
             msg = (

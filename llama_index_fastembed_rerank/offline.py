@@ -116,10 +116,12 @@ def _files_to_copy(source: Path, description: dict[str, Any]) -> dict[str, Path]
             missing.append(name)
         else:
             files[name] = found
+    # BM25 has no model and no tokenizer: its model_file is a config.json beside stopwords.
+    has_tokenizer = description["model_file"].endswith(".onnx")
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             files[name] = source / name
-        elif name in _REQUIRED_TOKENIZER_FILES:
+        elif has_tokenizer and name in _REQUIRED_TOKENIZER_FILES:
             missing.append(name)
     if missing:
         msg = (

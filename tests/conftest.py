@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-from fastembed import TextEmbedding
+from fastembed import SparseTextEmbedding, TextEmbedding
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -41,15 +41,25 @@ def make_nodes(
 
 
 # Every way an option can travel: each must come back with the same values.
+_PYDANTIC_ROUND_TRIPS = {
+    "model_dump": lambda obj: type(obj).model_validate(obj.model_dump()),
+    "model_dump_json": lambda obj: type(obj).model_validate_json(obj.model_dump_json()),
+    "pickle": lambda obj: pickle.loads(pickle.dumps(obj)),
+    "deepcopy": copy.deepcopy,
+}
+# LlamaIndex components (the reranker and the dense embedding) travel as dicts and JSON too.
 ROUND_TRIPS = pytest.mark.parametrize(
     "round_trip",
     [
         lambda obj: type(obj).from_dict(obj.to_dict()),
         lambda obj: type(obj).from_json(obj.to_json()),
-        lambda obj: pickle.loads(pickle.dumps(obj)),
-        copy.deepcopy,
+        *_PYDANTIC_ROUND_TRIPS.values(),
     ],
-    ids=["dict", "json", "pickle", "deepcopy"],
+    ids=["dict", "json", *_PYDANTIC_ROUND_TRIPS],
+)
+# LlamaIndex's sparse embeddings are plain pydantic models: no to_dict().
+PYDANTIC_ROUND_TRIPS = pytest.mark.parametrize(
+    "round_trip", list(_PYDANTIC_ROUND_TRIPS.values()), ids=list(_PYDANTIC_ROUND_TRIPS)
 )
 
 
@@ -152,6 +162,60 @@ def fake_embedding(monkeypatch: pytest.MonkeyPatch) -> type[FakeTextEmbedding]:
     return FakeTextEmbedding
 
 
+class FakeSparseVector(SimpleNamespace):
+    indices: np.ndarray
+    values: np.ndarray
+
+
+class FakeSparseTextEmbedding:
+    """The parts of fastembed's SparseTextEmbedding the sparse class uses; records every call.
+
+    A text's vector has one term per distinct word, indexed by the word's length; the weight
+    is 1 for a query (as BM25's query_embed) and the word's count for a passage, as numpy.
+    """
+
+    instances: ClassVar[list[FakeSparseTextEmbedding]] = []
+    list_supported_models = SparseTextEmbedding.list_supported_models
+
+    def __init__(self, model_name: str, **kwargs: Any) -> None:
+        self.model_name = model_name
+        self.kwargs = kwargs
+        self.calls: list[tuple[str, list[str], dict[str, Any]]] = []
+        FakeSparseTextEmbedding.instances.append(self)
+
+    @staticmethod
+    def _vector(text: str, query: bool) -> FakeSparseVector:
+        counts: dict[int, int] = {}
+        for word in text.split():
+            counts[len(word)] = counts.get(len(word), 0) + 1
+        return FakeSparseVector(
+            indices=np.array(list(counts), dtype=np.int64),
+            values=np.array([1 if query else c for c in counts.values()], dtype=np.int64),
+        )
+
+    def query_embed(self, query: str | Iterable[str], **kwargs: Any) -> Iterator[Any]:
+        queries = [query] if isinstance(query, str) else list(query)
+        self.calls.append(("query_embed", queries, kwargs))
+        for q in queries:
+            yield self._vector(q, query=True)
+
+    def passage_embed(self, texts: Iterable[str], **kwargs: Any) -> Iterator[Any]:
+        texts = list(texts)
+        self.calls.append(("passage_embed", texts, kwargs))
+        for t in texts:
+            yield self._vector(t, query=False)
+
+
+@pytest.fixture
+def fake_sparse(monkeypatch: pytest.MonkeyPatch) -> type[FakeSparseTextEmbedding]:
+    monkeypatch.setattr(engine, "_LOADED", weakref.WeakValueDictionary())
+    monkeypatch.setattr(FakeSparseTextEmbedding, "instances", [])
+    monkeypatch.setattr(
+        "llama_index_fastembed_rerank.sparse.SparseTextEmbedding", FakeSparseTextEmbedding
+    )
+    return FakeSparseTextEmbedding
+
+
 class _Recorder(BaseEventHandler):
     events: list[BaseEvent]
 
@@ -217,4 +281,12 @@ def real_text_embedding(offline_cache: Path) -> TextEmbedding:
     """fastembed's own TextEmbedding on all-MiniLM-L6-v2, to compare against."""
     return TextEmbedding(
         offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+@pytest.fixture(scope="session")
+def real_sparse_embedding(offline_cache: Path) -> SparseTextEmbedding:
+    """fastembed's own SparseTextEmbedding on Qdrant/bm25 (NLTK's stopwords), to compare against."""
+    return SparseTextEmbedding(
+        offline_models.SPARSE_MODEL, cache_dir=str(offline_cache), local_files_only=True
     )

@@ -1,0 +1,182 @@
+"""FastEmbedSparseEmbedding: a LlamaIndex sparse embedding over fastembed's SparseTextEmbedding."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastembed import SparseTextEmbedding
+from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
+from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .engine import FastEmbedEngineOptions, find_model
+
+DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
+_BM25 = "qdrant/bm25"
+# fastembed's Bm25 silently uses no stopwords when its language's list is missing, except for
+# Tamil, which has none.
+_BM25_LANGUAGES_WITHOUT_LIST = ("tamil",)
+
+# What QdrantVectorStore's sparse_doc_fn and sparse_query_fn return: indices and values per text.
+BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
+
+
+class FastEmbedSparseEmbedding(FastEmbedEngineOptions, BaseSparseEmbedding):
+    """Embed queries and documents as sparse vectors with a local fastembed model.
+
+    Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``:
+    for BM25 a query term weighs 1 and a document term its length-normalised frequency, and
+    for bm42, miniCOIL and inference-free SPLADE the two are different computations.
+    ``doc_fn`` and ``query_fn`` are the same two paths in the shape QdrantVectorStore takes
+    (``sparse_doc_fn``/``sparse_query_fn``); ``qdrant_hybrid_store`` wires them for you. The
+    model loads on first use, once per process for each model and engine options.
+
+    Args:
+        model_name: A fastembed sparse model (``SparseTextEmbedding.list_supported_models()``).
+        batch_size: Texts per fastembed batch (one ONNX run for neural models).
+        parallel: fastembed's data parallelism for large ingestion: worker processes, 0 for
+            one per core, None to use one process and ONNX Runtime's threads.
+        embed_batch_size: Texts LlamaIndex hands over per call (callbacks, progress).
+        cache_dir, threads, providers, cuda, device_ids, local_files_only,
+            specific_model_path, model_kwargs: fastembed's engine options, under its names
+            (BM25's ``k``, ``b``, ``avg_len``, ``language`` and ``stopwords`` go in
+            ``model_kwargs``).
+
+    Example:
+        ```python
+        sparse = FastEmbedSparseEmbedding()  # Qdrant/bm25
+        sparse.requires_idf
+        # True   <- the collection must weigh terms by IDF (qdrant_hybrid_store sets it)
+        sparse.get_query_embedding("Joan of Arc heresy trial")
+        # {1573180577: 1.0, 787975779: 1.0, 1829767973: 1.0, 436085783: 1.0}
+        sparse.get_text_embedding("Joan of Arc was tried for heresy, heresy indeed.")
+        # {1573180577: 1.665..., 787975779: 1.665..., ..., 1829767973: 1.895...}
+        ```
+    """
+
+    model_config = ConfigDict(
+        validate_assignment=True,
+        arbitrary_types_allowed=True,
+        extra="forbid",  # a misspelt option fails instead of being ignored
+        protected_namespaces=("pydantic_model_",),
+    )
+
+    model_name: str = Field(
+        default=DEFAULT_SPARSE_MODEL,
+        description="A fastembed sparse model (SparseTextEmbedding.list_supported_models()).",
+    )
+    batch_size: int = Field(
+        default=16,
+        ge=1,
+        description="Texts per fastembed batch (one ONNX run for neural models).",
+    )
+    parallel: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "fastembed's data parallelism for large ingestion: worker processes, 0 for one per "
+            "core, None to use one process and ONNX Runtime's threads."
+        ),
+    )
+    # LlamaIndex's default of 10 would cut fastembed's batches to 10 texts.
+    embed_batch_size: int = Field(
+        default=2048,
+        gt=0,
+        le=2048,
+        description="Texts LlamaIndex hands over per call (callbacks, progress).",
+    )
+
+    def __init__(self, model_name: str = DEFAULT_SPARSE_MODEL, **data: Any) -> None:
+        """Create the sparse model; the model itself loads on first use (or ``warm_up()``)."""
+        super().__init__(model_name=model_name, **data)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Return the name LlamaIndex serializes this class under."""
+        return "FastEmbedSparseEmbedding"
+
+    @field_validator("model_name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        find_model(SparseTextEmbedding, value)
+        return value
+
+    @model_validator(mode="after")
+    def _bm25_has_stopwords(self) -> FastEmbedSparseEmbedding:
+        if self.model_name.lower() != _BM25 or self.specific_model_path is None:
+            return self
+        options = self.model_kwargs
+        language = options.get("language", "english")
+        if (
+            options.get("stopwords") is not None
+            or options.get("disable_stemmer")
+            or language in _BM25_LANGUAGES_WITHOUT_LIST
+        ):
+            return self
+        stopwords = Path(self.specific_model_path) / f"{language}.txt"
+        if not stopwords.is_file():
+            msg = (
+                f"{self.model_name} found no stopword list at {stopwords}: fastembed would "
+                f"silently keep every stopword. Put the {language} list there (one word a "
+                f"line), or pass model_kwargs={{'stopwords': {{...}}}}"
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def requires_idf(self) -> bool:
+        """Whether Qdrant must weigh this model's terms by IDF (``Modifier.IDF``), as BM25 needs."""
+        return bool(find_model(SparseTextEmbedding, self.model_name).get("requires_idf"))
+
+    def warm_up(self) -> None:
+        """Load the model now, e.g. so a service fails at start rather than on a query."""
+        self._model()
+
+    def _model(self) -> SparseTextEmbedding:
+        return self._shared_engine(SparseTextEmbedding, self.model_name)
+
+    def doc_fn(self, texts: list[str]) -> BatchSparseEncoding:
+        """Encode documents for QdrantVectorStore's ``sparse_doc_fn`` (``passage_embed``)."""
+        return _split(self.get_text_embedding_batch(texts))
+
+    def query_fn(self, texts: list[str]) -> BatchSparseEncoding:
+        """Encode queries for QdrantVectorStore's ``sparse_query_fn`` (``query_embed``)."""
+        return _split([self.get_query_embedding(text) for text in texts])
+
+    def _get_query_embedding(self, query: str) -> SparseEmbedding:
+        return _as_dict(next(iter(self._model().query_embed(query))))
+
+    def _get_text_embedding(self, text: str) -> SparseEmbedding:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
+        model = self._model()
+        # Neural models pad a batch to its longest text; in length order each batch holds
+        # texts of about one length. A text's vector does not depend on its batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = model.passage_embed(
+            [texts[i] for i in order], batch_size=self.batch_size, parallel=self.parallel
+        )
+        embeddings: list[SparseEmbedding] = [{} for _ in texts]
+        for i, vector in zip(order, vectors, strict=True):
+            embeddings[i] = _as_dict(vector)
+        return embeddings
+
+    async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+def _as_dict(vector: Any) -> SparseEmbedding:  # noqa: ANN401 - fastembed's SparseEmbedding
+    # Python ints and floats: BM25 query weights come back as numpy int64.
+    return {int(i): float(v) for i, v in zip(vector.indices, vector.values, strict=True)}
+
+
+def _split(embeddings: list[SparseEmbedding]) -> BatchSparseEncoding:
+    return [list(e) for e in embeddings], [list(e.values()) for e in embeddings]
