@@ -4,6 +4,7 @@ import importlib.metadata
 
 from .embedding import FastEmbedEmbedding
 from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
+from .qdrant import qdrant_hybrid_store
 from .rerank import FastEmbedRerank
 from .sparse import FastEmbedSparseEmbedding
 
@@ -13,6 +14,7 @@ __all__ = [
     "FastEmbedSparseEmbedding",
     "__version__",
     "distribution_based_score_fusion",
+    "qdrant_hybrid_store",
     "reciprocal_rank_fusion",
 ]
 __version__ = importlib.metadata.version("llama-index-fastembed-rerank")

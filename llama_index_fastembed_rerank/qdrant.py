@@ -1,0 +1,147 @@
+"""qdrant_hybrid_store: a hybrid (dense + sparse) QdrantVectorStore wired to this package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .fusion import reciprocal_rank_fusion
+from .sparse import FastEmbedSparseEmbedding
+
+if TYPE_CHECKING:
+    from llama_index.core.vector_stores.types import VectorStoreQueryResult
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import AsyncQdrantClient, QdrantClient
+
+_INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[qdrant]'"
+
+
+def qdrant_hybrid_store(
+    collection_name: str,
+    *,
+    client: QdrantClient | None = None,
+    aclient: AsyncQdrantClient | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    sparse_model: FastEmbedSparseEmbedding | None = None,
+    fusion: Callable[..., VectorStoreQueryResult] = reciprocal_rank_fusion,
+    **store_kwargs: Any,
+) -> QdrantVectorStore:
+    """Build a hybrid ``QdrantVectorStore`` that encodes, stores and fuses sparse vectors right.
+
+    Documents are encoded with ``sparse_model.doc_fn`` and queries with
+    ``sparse_model.query_fn`` (fastembed's ``query_embed``, which the store's own encoder never
+    calls); the collection's sparse vectors get Qdrant's IDF modifier where the model needs
+    it (BM25, bm42, miniCOIL); candidates are fused with ``fusion``, Qdrant's RRF by default.
+    The dense side is the index's embedding model, as usual.
+
+    Args:
+        collection_name: The Qdrant collection; created on the first insert if missing.
+        client: A ``QdrantClient``: ``QdrantClient(":memory:")`` or ``path=...`` runs Qdrant
+            in this process; ``url=...`` talks to a server or cluster.
+        aclient: An ``AsyncQdrantClient``, needed for ``aretrieve``/``aquery``.
+        url: A Qdrant server or cluster, instead of ``client``: both clients are made for it.
+        api_key: The server's API key, with ``url``.
+        sparse_model: The sparse encoder; default ``FastEmbedSparseEmbedding()`` (BM25).
+        fusion: How the dense and sparse candidates are fused: ``reciprocal_rank_fusion``,
+            ``distribution_based_score_fusion``, or either with options bound by
+            ``functools.partial`` (e.g. RRF's ``k``).
+        **store_kwargs: Anything else ``QdrantVectorStore`` takes (``batch_size``,
+            ``client_kwargs``, ``dense_config``, ...).
+
+    Returns:
+        The store, with ``enable_hybrid=True``: query it with
+        ``index.as_retriever(vector_store_query_mode="hybrid", ...)``.
+
+    Raises:
+        ValueError: No client or url was given, or the collection exists with a sparse
+            vector configuration this model cannot use.
+
+    Example:
+        ```python
+        store = qdrant_hybrid_store("movies", client=QdrantClient(path="./qdrant"))
+        # or, for a server: qdrant_hybrid_store("movies", url="http://localhost:6333")
+        index = VectorStoreIndex.from_documents(
+            documents, storage_context=StorageContext.from_defaults(vector_store=store)
+        )
+        retriever = index.as_retriever(
+            vector_store_query_mode="hybrid", similarity_top_k=10, sparse_top_k=10
+        )
+        ```
+    """
+    try:
+        import qdrant_client
+        from llama_index.vector_stores.qdrant import QdrantVectorStore
+        from qdrant_client.http import models
+    except ImportError as e:
+        msg = f"qdrant_hybrid_store needs the Qdrant vector store: {_INSTALL_HINT}"
+        raise ImportError(msg) from e
+
+    sparse_model = sparse_model or FastEmbedSparseEmbedding()
+    if client is None and aclient is None:
+        if url is None:
+            msg = (
+                "qdrant_hybrid_store needs a Qdrant to talk to: pass client=QdrantClient(...) "
+                "(':memory:' or path=... for embedded Qdrant), or url=... for a server"
+            )
+            raise ValueError(msg)
+        # QdrantVectorStore itself insists on an api_key with a url; a local server has none.
+        client_kwargs = store_kwargs.pop("client_kwargs", None) or {}
+        client = qdrant_client.QdrantClient(url=url, api_key=api_key, **client_kwargs)
+        aclient = qdrant_client.AsyncQdrantClient(url=url, api_key=api_key, **client_kwargs)
+    modifier = models.Modifier.IDF if sparse_model.requires_idf else None
+    sparse_config = store_kwargs.pop("sparse_config", None) or models.SparseVectorParams(
+        index=models.SparseIndexParams(), modifier=modifier
+    )
+    if sparse_config.modifier != modifier:
+        msg = (
+            f"sparse_config has {_modifier(sparse_config.modifier)}, but "
+            f"{sparse_model.model_name} needs {_modifier(modifier)}: leave sparse_config out "
+            f"and qdrant_hybrid_store sets it"
+        )
+        raise ValueError(msg)
+    store = QdrantVectorStore(
+        collection_name=collection_name,
+        client=client,
+        aclient=aclient,
+        enable_hybrid=True,
+        sparse_doc_fn=sparse_model.doc_fn,
+        sparse_query_fn=sparse_model.query_fn,
+        hybrid_fusion_fn=fusion,
+        sparse_config=sparse_config,
+        **store_kwargs,
+    )
+    if client is not None and client.collection_exists(collection_name):
+        _check_existing(client, store, sparse_model, modifier)
+    return store
+
+
+def _check_existing(
+    client: QdrantClient,
+    store: QdrantVectorStore,
+    sparse_model: FastEmbedSparseEmbedding,
+    modifier: Any,  # noqa: ANN401 - qdrant_client's Modifier, imported lazily
+) -> None:
+    """Refuse a collection whose sparse vectors the model's scores would be wrong in."""
+    name = store.collection_name
+    sparse_vectors = client.get_collection(name).config.params.sparse_vectors or {}
+    params = sparse_vectors.get(store.sparse_vector_name)
+    if params is None:
+        msg = (
+            f"Collection {name!r} has no sparse vector named {store.sparse_vector_name!r} "
+            f"(it has {sorted(sparse_vectors) or 'none'}), so hybrid search cannot use it: "
+            f"ingest into a new collection, or delete this one first"
+        )
+        raise ValueError(msg)
+    if params.modifier != modifier:
+        msg = (
+            f"Collection {name!r} stores sparse vectors with {_modifier(params.modifier)}, "
+            f"but {sparse_model.model_name} needs {_modifier(modifier)}, or its scores are "
+            f"wrong (BM25 without IDF weighs every term alike): re-ingest into a new "
+            f"collection, or delete this one first"
+        )
+        raise ValueError(msg)
+
+
+def _modifier(modifier: Any) -> str:  # noqa: ANN401 - qdrant_client's Modifier or None
+    return "no modifier" if modifier is None else f"the {modifier.value.upper()} modifier"
