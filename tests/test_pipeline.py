@@ -101,9 +101,9 @@ def test_pipeline_top_n_limits_what_reaches_the_llm(index, reranker):
     assert [n.node.node_id for n in nodes] == [n.node.node_id for n in everything[:3]]
 
 
-def test_example_script_runs_offline(offline_cache):
+def run_example(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "rerank_query_engine.py")],
+        [sys.executable, str(EXAMPLES / "rerank_query_engine.py"), *args],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -111,7 +111,11 @@ def test_example_script_runs_offline(offline_cache):
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    out = done.stdout
+    return done.stdout
+
+
+def test_example_script_runs_offline(offline_cache):
+    out = run_example()
     assert "No model hub is reachable" in out
     assert "NOT meaningful" in out
     first_stage = out.split("Reranked by")[0]
@@ -119,6 +123,17 @@ def test_example_script_runs_offline(offline_cache):
     assert "In 1431, Jeanne d'Arc" in first_stage.split(" 10.  ")[1]
     reranked = out.split("Reranked by")[1]
     assert reranked.count("\n ") == 10  # ten ranked lines
+
+
+def test_example_script_hybrid_runs_offline(offline_cache):
+    out = run_example("--hybrid")
+    first_stage, reranked = out.split("Reranked by")
+    assert "all-MiniLM-L6-v2 + Qdrant/bm25, RRF, top 10" in first_stage
+    # RRF at k=2: first on both sides scores 1/2 + 1/2; first on one side alone 1/2.
+    top = float(first_stage.split("  1. ")[1].split()[0])
+    assert 0.5 <= top <= 1.0
+    assert first_stage.count("\n ") == 10
+    assert reranked.count("\n ") == 10
 
 
 def test_pipeline_retrieval_score_is_kept_but_never_reaches_the_llm(index, reranker):
