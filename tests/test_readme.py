@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
+from llama_index_fastembed_rerank import (
+    FastEmbedEmbedding,
+    FastEmbedRerank,
+    FastEmbedSparseEmbedding,
+)
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
@@ -21,7 +25,11 @@ def test_ci_runs_the_readme_test_command():
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-@pytest.mark.parametrize("cls", [FastEmbedRerank, FastEmbedEmbedding], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls",
+    [FastEmbedRerank, FastEmbedEmbedding, FastEmbedSparseEmbedding],
+    ids=lambda c: c.__name__,
+)
 def test_readme_documents_every_option(cls):
     inherited = {"callback_manager", "num_workers", "embeddings_cache", "rate_limiter"}
     for name in set(cls.model_fields) - inherited:
