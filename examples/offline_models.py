@@ -202,6 +202,19 @@ def _linear(
     return g.op("Add", g.op("MatMul", x, weight), bias, out=out)
 
 
+def _layer_norm(g: _Graph, weights: dict[str, np.ndarray], x: str, prefix: str, eps: float) -> str:
+    scale = g.const(weights[f"{prefix}.weight"], f"{prefix}.weight")
+    bias = g.const(weights[f"{prefix}.bias"], f"{prefix}.bias")
+    return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=eps)
+
+
+def _gelu(g: _Graph, x: str) -> str:
+    """Exact erf GELU (hidden_act "gelu"): x * (1 + erf(x / sqrt(2))) * 0.5."""
+    sqrt2, one, half = (g.const(np.array(v, np.float32)) for v in (math.sqrt(2.0), 1.0, 0.5))
+    erf = g.op("Add", g.op("Erf", g.op("Div", x, sqrt2)), one)
+    return g.op("Mul", g.op("Mul", x, erf), half)
+
+
 def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) -> str:
     """Add the BERT embeddings and encoder layers; returns the last hidden state's name."""
     size, heads = config["hidden_size"], config["num_attention_heads"]
@@ -214,9 +227,7 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
         return g.const(np.array(value, np.int64))
 
     def layer_norm(x: str, prefix: str) -> str:
-        scale = g.const(weights[f"{prefix}.weight"], f"{prefix}.weight")
-        bias = g.const(weights[f"{prefix}.bias"], f"{prefix}.bias")
-        return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=eps)
+        return _layer_norm(g, weights, x, prefix, eps)
 
     def table(name: str, ids: str) -> str:
         name = f"embeddings.{name}.weight"
@@ -237,7 +248,7 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
 
     split = i64([0, 0, heads, size // heads])  # in Reshape, 0 keeps that input dim
     merge = i64([0, 0, size])
-    scale, sqrt2, one, half = f32(math.sqrt(size // heads)), f32(math.sqrt(2.0)), f32(1.0), f32(0.5)
+    scale = f32(math.sqrt(size // heads))
 
     def heads_of(x: str, prefix: str, perm: list[int]) -> str:
         return g.op("Transpose", g.op("Reshape", _linear(g, weights, x, prefix), split), perm=perm)
@@ -254,10 +265,7 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
         attended = _linear(g, weights, context, f"{p}.attention.output.dense")
         x = layer_norm(g.op("Add", attended, x), f"{p}.attention.output.LayerNorm")
 
-        # Exact erf GELU (hidden_act "gelu"): x * (1 + erf(x / sqrt(2))) * 0.5.
-        inner = _linear(g, weights, x, f"{p}.intermediate.dense")
-        erf = g.op("Add", g.op("Erf", g.op("Div", inner, sqrt2)), one)
-        gelu = g.op("Mul", g.op("Mul", inner, erf), half)
+        gelu = _gelu(g, _linear(g, weights, x, f"{p}.intermediate.dense"))
         out = _linear(g, weights, gelu, f"{p}.output.dense")
         x = layer_norm(g.op("Add", out, x), f"{p}.output.LayerNorm")
     return x
