@@ -354,3 +354,26 @@ def test_hybrid_store_talks_to_a_server_by_url_alone(sparse_model):
         server.shutdown()
     assert store.enable_hybrid
     assert ("/collections/movies/exists", "secret") in _FakeQdrantServer.seen
+
+
+def test_hybrid_with_a_neural_sparse_model(embed_model, splade_model_dir):
+    """SPLADE-tiny (trained) as the sparse side: no IDF modifier, Qdrant's fusion all the same."""
+    splade = FastEmbedSparseEmbedding(
+        offline_models.SPLADE_MODEL, specific_model_path=str(splade_model_dir)
+    )
+    client = QdrantClient(":memory:")
+    store = qdrant_hybrid_store("movies", client=client, sparse_model=splade)
+    index = VectorStoreIndex(
+        movie_nodes(),
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=embed_model,
+    )
+    sparse_vectors = client.get_collection("movies").config.params.sparse_vectors
+    assert sparse_vectors["text-sparse-new"].modifier is None
+    query = "a princess and seven dwarfs"
+    ours = retrieved(index, query)
+    theirs = qdrant_fused(
+        client, embed_model, splade, query, models.FusionQuery(fusion=models.Fusion.RRF), limit=10
+    )
+    assert ours == theirs
+    assert ours[0][0] == str(uuid.UUID(int=15))  # Snow White, first on both sides

@@ -202,3 +202,38 @@ def test_real_sparse_loads_from_a_stopword_folder(offline_cache, real_sparse_emb
     assert sparse.get_text_embedding(text) == _as_dict(
         next(iter(real_sparse_embedding.embed([text])))
     )
+
+
+# --- a trained neural sparse model: SPLADE-tiny, offline --------------------------------------
+
+
+def _close(ours, theirs, atol=1e-5):
+    """Sparse vectors equal up to float noise (a padded batch changes the last digits)."""
+    keys = set(ours) | set(theirs)
+    return max((abs(ours.get(k, 0.0) - theirs.get(k, 0.0)) for k in keys), default=0.0) < atol
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 64])
+def test_real_splade_documents_equal_fastembeds_embed_in_any_batching(
+    splade_model_dir, real_splade_embedding, batch_size
+):
+    sparse = FastEmbedSparseEmbedding(
+        offline_models.SPLADE_MODEL,
+        specific_model_path=str(splade_model_dir),
+        batch_size=batch_size,
+    )
+    texts = [*MOVIES["descriptions"], "Paris.", ""]
+    expected = [_as_dict(v) for v in real_splade_embedding.embed(texts, batch_size=1)]
+    ours = sparse.get_text_embedding_batch(texts)
+    assert all(_close(o, e) for o, e in zip(ours, expected, strict=True))
+    assert sum(len(v) for v in ours) > 10 * len(texts)  # expanded, not near-empty
+
+
+def test_real_splade_queries_equal_fastembeds_query_embed(splade_model_dir, real_splade_embedding):
+    sparse = FastEmbedSparseEmbedding(
+        offline_models.SPLADE_MODEL, specific_model_path=str(splade_model_dir)
+    )
+    assert sparse.requires_idf is False
+    for query in (MOVIES["query"], "capital of France"):
+        expected = _as_dict(next(iter(real_splade_embedding.query_embed(query))))
+        assert _close(sparse.get_query_embedding(query), expected)
