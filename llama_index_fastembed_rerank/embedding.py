@@ -9,11 +9,12 @@ from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 
-from .engine import FastEmbedEngineOptions, find_model
+from .engine import FastEmbedEngineOptions, document_options, find_model
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
 
 
+@document_options
 class FastEmbedEmbedding(FastEmbedEngineOptions, BaseEmbedding):
     """Embed queries and documents with a local fastembed model (ONNX, no PyTorch).
 
@@ -22,15 +23,6 @@ class FastEmbedEmbedding(FastEmbedEngineOptions, BaseEmbedding):
     in LlamaIndex batches of ``embed_batch_size`` texts, which fastembed runs in ONNX batches
     of ``batch_size``. The model loads on first use, once per process for each model and
     engine options.
-
-    Args:
-        model_name: A fastembed text model (``TextEmbedding.list_supported_models()``).
-        batch_size: Texts per ONNX run (fastembed's ``batch_size``); raise it on a GPU.
-        parallel: fastembed's data parallelism for large ingestion: worker processes, 0 for
-            one per core, None to use one process and ONNX Runtime's threads.
-        embed_batch_size: Texts LlamaIndex hands over per call (callbacks, progress).
-        cache_dir, threads, providers, cuda, device_ids, local_files_only,
-            specific_model_path, model_kwargs: fastembed's engine options, under its names.
 
     Example:
         ```python
@@ -54,21 +46,23 @@ class FastEmbedEmbedding(FastEmbedEngineOptions, BaseEmbedding):
 
     model_name: str = Field(
         default=DEFAULT_EMBED_MODEL,
-        description="A fastembed text model (TextEmbedding.list_supported_models()).",
+        description="A text embedding model from `TextEmbedding.list_supported_models()`.",
     )
     # fastembed's default is 256. On 2 CPU cores, 2,000 chunks of ~190 tokens ran 1.6x faster
     # in batches of 16 (benchmarks/ingest.py): big batches only add padding and memory there.
     batch_size: int = Field(
         default=16,
         ge=1,
-        description="Texts per ONNX run (fastembed's batch_size); raise it on a GPU.",
+        description=(
+            "Texts per ONNX run (fastembed's `batch_size`); fastest on a CPU, raise it on a GPU."
+        ),
     )
     parallel: int | None = Field(
         default=None,
         ge=0,
         description=(
-            "fastembed's data parallelism for large ingestion: worker processes, 0 for one per "
-            "core, None to use one process and ONNX Runtime's threads."
+            "fastembed's data parallelism for large ingestion: worker processes, `0` for one per "
+            "core, `None` for one process on ONNX Runtime's threads."
         ),
     )
     # LlamaIndex's default of 10 would cut fastembed's ONNX batches to 10 texts.

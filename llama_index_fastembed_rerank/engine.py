@@ -10,6 +10,7 @@ import difflib
 import json
 import os
 import tempfile
+import textwrap
 import threading
 import weakref
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from typing import Any, TypeVar
 
 from fastembed.common.types import Device
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+
+from . import _fastembed
 
 # `model_kwargs` keys that are fields of their own; setting them twice would be ambiguous.
 _FIELD_OPTIONS = (
@@ -33,10 +36,44 @@ _FIELD_OPTIONS = (
 _RESERVED_KWARGS = ("model_name", "lazy_load", "batch_size", "parallel")
 
 E = TypeVar("E")
+M = TypeVar("M", bound=BaseModel)
 
 _LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
 # Held while a model loads, so two threads asking for the same model load it once.
 _LOAD_LOCK = threading.Lock()
+
+
+def document_options(cls: type[M]) -> type[M]:
+    """End ``cls``'s docstring with an ``Args:`` section made of its options' descriptions.
+
+    Each option's text is written once, in its ``Field(description=...)``: ``help()``, the JSON
+    schema and the README's option tables (checked against it by a test) all show that text.
+    Fields inherited from LlamaIndex's base classes are left to LlamaIndex's documentation.
+    """
+    own = [
+        name
+        for klass in cls.__mro__
+        if issubclass(klass, FastEmbedEngineOptions)
+        for name in vars(klass).get("__annotations__", {})
+        if name in cls.model_fields
+    ]
+    doc = (cls.__doc__ or "").rstrip()
+    # The docstring keeps its source indentation (before Python 3.13); the section matches it.
+    body = [line for line in doc.splitlines()[1:] if line.strip()]
+    indent = min((len(line) - len(line.lstrip()) for line in body), default=0) * " "
+    lines = [f"{indent}Args:"]
+    for name in dict.fromkeys(own):
+        lines += textwrap.wrap(
+            f"{name}: {cls.model_fields[name].description}",
+            width=88,
+            initial_indent=indent + "    ",
+            subsequent_indent=indent + "        ",
+        )
+    # Google style puts Args before the Example; without one, the section ends the docstring.
+    head, example, tail = doc.partition(f"\n{indent}Example:")
+    section = "\n" + "\n".join(lines) + "\n"
+    cls.__doc__ = head.rstrip() + "\n" + section + (example + tail + "\n" + indent)
+    return cls
 
 
 def find_model(engine_class: type[Any], model_name: str) -> dict[str, Any]:
@@ -93,37 +130,37 @@ class FastEmbedEngineOptions(BaseModel):
     cache_dir: str | None = Field(
         default=None,
         description=(
-            "Where fastembed keeps downloaded models. None means $FASTEMBED_CACHE_PATH, "
-            "else <tempdir>/fastembed_cache."
+            "Where fastembed keeps downloaded models; `None` is `$FASTEMBED_CACHE_PATH`, "
+            "else `<tempdir>/fastembed_cache`."
         ),
     )
     threads: int | None = Field(
         default=None,
         ge=1,
-        description="ONNX Runtime threads for one session. None means all cores.",
+        description="ONNX Runtime threads per session; `None` is all cores.",
     )
     providers: list[str | tuple[str, dict[str, Any]]] | None = Field(
         default=None,
-        description="ONNX Runtime execution providers, e.g. ['CUDAExecutionProvider'].",
+        description='ONNX Runtime execution providers, e.g. `["CUDAExecutionProvider"]`.',
     )
     cuda: bool | Device = Field(
         default=Device.AUTO,
-        description="Use CUDA: True, False or 'auto' (CUDA when onnxruntime-gpu has it).",
+        description='Use CUDA: `True`, `False` or `"auto"` (CUDA where onnxruntime-gpu offers it).',
     )
     device_ids: list[int] | None = Field(
-        default=None, description="CUDA device ids; a cross-encoder uses the first."
+        default=None, description="CUDA devices; a cross-encoder uses the first."
     )
     local_files_only: bool = Field(
         default=False,
-        description="Load only from the local cache, never from the model hub.",
+        description="Load from the cache only, never from the model hub.",
     )
     specific_model_path: str | None = Field(
         default=None,
-        description="A directory holding the model's ONNX and tokenizer files, used as it is.",
+        description="A directory with the model's ONNX and tokenizer files, used as it is.",
     )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict,
-        description="Further keyword arguments for the fastembed class, e.g. enable_cpu_mem_arena.",
+        description='Further fastembed options, e.g. `{"enable_cpu_mem_arena": False}`.',
     )
 
     _engine: _EngineSlot = PrivateAttr(default_factory=_EngineSlot)
@@ -227,7 +264,7 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
         return engine_class(model_name, **kwargs)  # type: ignore[call-arg]
     except ValueError as e:
         # fastembed's own message names neither the place it looked nor the fix.
-        if not str(e).startswith("Could not load model"):
+        if not _fastembed.is_missing_model_error(e):
             raise
         cache = Path(kwargs["cache_dir"]) if kwargs.get("cache_dir") else default_cache_dir()
         hf_repo = description["sources"].get("hf")

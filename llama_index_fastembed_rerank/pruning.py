@@ -4,26 +4,15 @@ A sequence-classification head reads one token of the last hidden state, [CLS] a
 Every op between the last attention and that read works token by token (output projection,
 bias, residual add, layer norm, feed-forward, GELU), so running them on row 0 alone gives the
 same score for a fraction of their work: in MiniLM-L6 one layer's feed-forward and output
-projection, an eighth of the model's multiply-adds. The copy replaces fastembed's session
-only after it has returned the published graph's scores on a probe batch; any model whose
-graph does not fit keeps the published one.
+projection, an eighth of the model's multiply-adds. This module is the rewrite alone, on an
+ONNX graph; ``pruned_graph`` puts the copy to use.
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import onnx
-import onnxruntime as ort
-from fastembed.rerank.cross_encoder import TextCrossEncoder
 from onnx import helper, numpy_helper
-
-logger = logging.getLogger(__name__)
 
 # Ops whose output at token t depends only on their inputs at token t (with ONNX broadcasting
 # against weights and biases): slicing their inputs to [CLS] slices their output to [CLS].
@@ -35,16 +24,6 @@ _ELEMENTWISE = frozenset(
 )  # fmt: skip
 _REDUCE_LAST_AXIS = frozenset({"ReduceMean", "ReduceSum"})
 _SEQUENCE_AXIS = 1
-# The pruned graph must return the published graph's scores within this (the benchmark's bound).
-TOLERANCE = 1e-4
-_PROBE_QUERY = "Which city is the capital of France?"
-_PROBE_DOCUMENTS = (
-    "Paris.",
-    "Paris is the capital and most populous city of France, on the Seine.",
-    "Lyon lies at the confluence of the Rhone and the Saone. Marseille is a port on the "
-    "Mediterranean coast, and Bordeaux is known for its wine; none of them is the capital, "
-    "which has been Paris for most of the history of the French state.",
-)
 
 
 def prune_to_cls(model: onnx.ModelProto) -> int:
@@ -110,90 +89,6 @@ def prune_to_cls(model: onnx.ModelProto) -> int:
     for value in stale:
         graph.value_info.remove(value)
     return len(region)
-
-
-def use_pruned_graph(encoder: TextCrossEncoder) -> bool:
-    """Swap ``encoder``'s ONNX session for one on a [CLS]-pruned copy of its graph.
-
-    The copy runs under the same session options and providers. It is kept only if it returns
-    the published graph's scores on a probe batch of three pairs of different lengths.
-
-    Returns:
-        Whether the pruned graph is now in use; False leaves the encoder as it was.
-    """
-    name = encoder.model_name
-    inner = encoder.model
-    published = getattr(inner, "model", None)
-    if not isinstance(published, ort.InferenceSession):
-        logger.info("%s: ONNX graph kept as published (no ONNX Runtime session)", name)
-        return False
-    mismatch = ""
-    try:
-        description = inner.model_description  # type: ignore[attr-defined]
-        if description.additional_files:
-            logger.info("%s: ONNX graph kept as published (its weights are external)", name)
-            return False
-        probe = inner._build_onnx_input(  # type: ignore[attr-defined]
-            inner.tokenizer.encode_batch([(_PROBE_QUERY, d) for d in _PROBE_DOCUMENTS])  # type: ignore[attr-defined]
-        )
-        expected = published.run(None, probe)
-        options = published.get_session_options()
-        provider_options = published.get_provider_options()
-        providers = [(p, provider_options.get(p, {})) for p in published.get_providers()]
-        # The published session goes first, so that the process never holds the weights more
-        # than twice (the graph being rewritten and one session); _restore() rebuilds it.
-        inner.model = published = None  # type: ignore[attr-defined]
-        model = onnx.load(str(Path(inner._model_dir) / description.model_file))  # type: ignore[attr-defined]
-        pruned_ops = prune_to_cls(model)
-        if not pruned_ops:
-            logger.info("%s: ONNX graph kept as published (no [CLS] read to prune to)", name)
-            _restore(inner)
-            return False
-        with tempfile.TemporaryDirectory(prefix="llama-index-fastembed-rerank-") as tmp:
-            # From a file: a session built from bytes kept ~100 MB more memory, for good.
-            path = str(Path(tmp) / "model.onnx")
-            onnx.save(model, path)
-            del model
-            pruned = ort.InferenceSession(path, sess_options=options, providers=providers)
-        mismatch = _mismatch(expected, pruned.run(None, probe))
-    except Exception as e:  # any failure leaves the published graph, which works
-        logger.warning(
-            "%s: could not prune the ONNX graph to [CLS] (%s: %s); using the published graph",
-            name,
-            type(e).__name__,
-            e,
-        )
-        _restore(inner)
-        return False
-    if mismatch:
-        logger.warning(
-            "%s: the [CLS]-pruned ONNX graph scored differently on the probe (%s); using the "
-            "published graph",
-            name,
-            mismatch,
-        )
-        _restore(inner)
-        return False
-    inner.model = pruned  # type: ignore[attr-defined]
-    logger.info("%s: %d ONNX ops of the last layer now run on [CLS] only", name, pruned_ops)
-    return True
-
-
-def _restore(inner: Any) -> None:  # noqa: ANN401 - fastembed's ONNX model object
-    """Load the published graph again where it was dropped for the pruned copy."""
-    if inner.model is None:
-        inner.load_onnx_model()
-
-
-def _mismatch(expected: Iterable[Any], actual: Iterable[Any]) -> str:
-    """Return how two sessions' outputs differ beyond TOLERANCE, or '' where they agree."""
-    for i, (want, got) in enumerate(zip(expected, actual, strict=True)):
-        want, got = np.asarray(want), np.asarray(got)
-        if want.shape != got.shape:
-            return f"output {i} has shape {got.shape}, not {want.shape}"
-        if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
-            return f"output {i} differs by up to {float(np.max(np.abs(got - want))):.2e}"
-    return ""
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:

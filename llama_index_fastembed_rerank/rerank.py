@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import llama_index.core
-import numpy as np
-import onnxruntime as ort
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -20,8 +18,9 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from .engine import FastEmbedEngineOptions, find_model
-from .pruning import use_pruned_graph
+from . import _fastembed
+from .engine import FastEmbedEngineOptions, document_options, find_model
+from .pruned_graph import use_pruned_graph
 
 DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
 # Swept on 2 CPU cores, ONNX session alone, MiniLM-L6 pairs of 30 to 512 tokens (100, sorted):
@@ -42,6 +41,7 @@ _INTERNAL_DIRS = tuple(
 )
 
 
+@document_options
 class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     """Rerank retrieved nodes with a local fastembed cross-encoder (ONNX, no PyTorch).
 
@@ -49,26 +49,6 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     as new ``NodeWithScore`` objects, highest score first (ties keep their input order). The
     caller's nodes, scores and metadata are never changed. The model loads on first use,
     once per process for each model and engine options.
-
-    Args:
-        model: A fastembed cross-encoder (``TextCrossEncoder.list_supported_models()``).
-        top_n: How many nodes to return; None returns every node, re-sorted.
-        batch_size: Most query-document pairs per ONNX run.
-        max_batch_tokens: Most tokens per ONNX run, padding included (pairs times the longest
-            pair's tokens); a longer pair runs alone. None leaves batching to ``batch_size``.
-            Small runs are fastest on a CPU; on a GPU raise it or pass None.
-        metadata_mode: Which text of a node is scored (``node.get_content(metadata_mode)``).
-        keep_retrieval_score: Keep the first-stage score as ``metadata["retrieval_score"]``
-            on a copy of the node, excluded from the LLM and embedding text.
-        score_threshold: Drop nodes scoring below it; applied after ``top_n``, on the
-            returned scale (logits, or (0, 1) with ``normalize``).
-        normalize: Map scores to (0, 1) with a sigmoid; otherwise they are the model's raw
-            logits, unbounded, higher is more relevant.
-        optimize_graph: Run the end of the last layer for the [CLS] token alone (the score
-            reads only it): same scores, an eighth less work on MiniLM-L6. Checked against
-            the published graph when the model loads, which is used instead if they differ.
-        cache_dir, threads, providers, cuda, device_ids, local_files_only,
-            specific_model_path, model_kwargs: fastembed's engine options, under its names.
 
     Example:
         ```python
@@ -89,38 +69,38 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
 
     model: str = Field(
         default=DEFAULT_RERANK_MODEL,
-        description="A fastembed cross-encoder (TextCrossEncoder.list_supported_models()).",
+        description="A cross-encoder from `TextCrossEncoder.list_supported_models()`.",
     )
     top_n: int | None = Field(
         default=2,
-        description="How many nodes to return; None returns every node, re-sorted.",
+        description="How many nodes to return; `None` returns every node, re-sorted.",
     )
     batch_size: int = Field(default=64, ge=1, description="Most query-document pairs per ONNX run.")
     max_batch_tokens: int | None = Field(
         default=DEFAULT_MAX_BATCH_TOKENS,
         ge=1,
         description=(
-            "Most tokens per ONNX run, padding included (pairs times the longest pair's "
-            "tokens); a longer pair runs alone. None leaves batching to batch_size. Small runs "
-            "are fastest on a CPU; on a GPU raise it or pass None."
+            "Most tokens per ONNX run, padding included (pairs times the longest pair's tokens); a "
+            "longer pair runs alone. `None` leaves batching to `batch_size`. Small runs are "
+            "fastest on a CPU; on a GPU raise it or pass `None`."
         ),
     )
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED,
-        description="Which text of a node is scored (node.get_content(metadata_mode)).",
+        description="Which text of a node is scored: `node.get_content(metadata_mode)`.",
     )
     keep_retrieval_score: bool = Field(
         default=False,
         description=(
-            "Keep the first-stage score as metadata['retrieval_score'] on a copy of the node, "
+            'Keep the first-stage score as `metadata["retrieval_score"]` on a copy of the node, '
             "excluded from the LLM and embedding text."
         ),
     )
     score_threshold: float | None = Field(
         default=None,
         description=(
-            "Drop nodes scoring below it; applied after top_n, on the returned scale "
-            "(logits, or (0, 1) with normalize)."
+            "Drop nodes scoring below it; applied after `top_n`, on the returned scale (logits, "
+            "or (0, 1) with `normalize`)."
         ),
     )
     normalize: bool = Field(
@@ -133,10 +113,10 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     optimize_graph: bool = Field(
         default=True,
         description=(
-            "Run the end of the model's last layer for the [CLS] token alone, the one the "
-            "score is read from: the same scores for less work. Used only where, when the "
-            "model loads, it returns the published graph's scores; False runs the published "
-            "ONNX graph as it is."
+            "Run the end of the last layer (output projection, feed-forward, norms) for the "
+            "[CLS] token alone, the only one the score reads: the same scores for an eighth less "
+            "work on MiniLM-L6. Used only if it returns the published graph's scores on a probe "
+            "batch when the model loads; `False` runs the published ONNX graph as it is."
         ),
     )
 
@@ -270,8 +250,10 @@ def _score_pairs(
     batch_size: int,
     max_batch_tokens: int | None,
 ) -> list[float]:
-    pairs = [(query, text) for text in texts]
-    encodings = encoder.model.tokenizer.encode_batch(pairs)  # type: ignore[attr-defined]
+    tokenizer = _fastembed.tokenizer(encoder)
+    if tokenizer is None:  # the public-API fallback: fastembed's own loop
+        return [float(s) for s in encoder.rerank(query, texts, batch_size=batch_size)]
+    encodings = tokenizer.encode_batch([(query, text) for text in texts])
     truncated = sum(1 for e in encodings if e.overflowing)
     if truncated:
         warnings.warn(
@@ -283,7 +265,7 @@ def _score_pairs(
             stacklevel=_caller_stacklevel(),
         )
     lengths = [sum(e.attention_mask) for e in encodings]
-    run = _session_runner(encoder, encodings, lengths) or (
+    run = _fastembed.session_runner(encoder, encodings, lengths) or (
         lambda rows: encoder.rerank(query, [texts[r] for r in rows], batch_size=len(rows))
     )
     scores = [0.0] * len(texts)
@@ -291,33 +273,6 @@ def _score_pairs(
         for row, score in zip(rows, run(rows), strict=True):
             scores[row] = float(score)
     return scores
-
-
-def _session_runner(
-    encoder: TextCrossEncoder, encodings: Sequence[Any], lengths: list[int]
-) -> Callable[[list[int]], Iterable[float]] | None:
-    """Return a scorer of row batches that feeds the ONNX session the encodings made once.
-
-    It runs the session as fastembed's ``rerank`` does (same inputs, first logit of the first
-    output) but without tokenizing every batch again. None where the engine has no ONNX
-    Runtime session or its tokenizer does not pad on the right; then ``rerank`` scores.
-    """
-    inner = encoder.model
-    session = getattr(inner, "model", None)
-    padding = inner.tokenizer.padding  # type: ignore[attr-defined]
-    if not isinstance(session, ort.InferenceSession) or (padding or {}).get("direction") != "right":
-        return None
-    # fastembed's own inputs for all pairs, padded to the longest pair of all; a batch takes
-    # its rows up to its own longest pair.
-    arrays = inner._build_onnx_input(encodings)  # type: ignore[attr-defined]
-    output_names = inner.ONNX_OUTPUT_NAMES  # type: ignore[attr-defined]
-
-    def run(rows: list[int]) -> Iterable[float]:
-        width = max(lengths[r] for r in rows)
-        feed = {name: np.ascontiguousarray(a[rows, :width]) for name, a in arrays.items()}
-        return session.run(output_names, feed)[0][:, 0]  # type: ignore[no-any-return]
-
-    return run
 
 
 def _batches(lengths: list[int], batch_size: int, max_tokens: int | None) -> Iterator[list[int]]:

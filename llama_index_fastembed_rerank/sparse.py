@@ -10,7 +10,7 @@ from fastembed import SparseTextEmbedding
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .engine import FastEmbedEngineOptions, find_model
+from .engine import FastEmbedEngineOptions, document_options, find_model
 
 DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
 _BM25 = "qdrant/bm25"
@@ -22,6 +22,7 @@ _BM25_LANGUAGES_WITHOUT_LIST = ("tamil",)
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
 
+@document_options
 class FastEmbedSparseEmbedding(FastEmbedEngineOptions, BaseSparseEmbedding):
     """Embed queries and documents as sparse vectors with a local fastembed model.
 
@@ -30,18 +31,9 @@ class FastEmbedSparseEmbedding(FastEmbedEngineOptions, BaseSparseEmbedding):
     for bm42, miniCOIL and inference-free SPLADE the two are different computations.
     ``doc_fn`` and ``query_fn`` are the same two paths in the shape QdrantVectorStore takes
     (``sparse_doc_fn``/``sparse_query_fn``); ``qdrant_hybrid_store`` wires them for you. The
-    model loads on first use, once per process for each model and engine options.
-
-    Args:
-        model_name: A fastembed sparse model (``SparseTextEmbedding.list_supported_models()``).
-        batch_size: Texts per fastembed batch (one ONNX run for neural models).
-        parallel: fastembed's data parallelism for large ingestion: worker processes, 0 for
-            one per core, None to use one process and ONNX Runtime's threads.
-        embed_batch_size: Texts LlamaIndex hands over per call (callbacks, progress).
-        cache_dir, threads, providers, cuda, device_ids, local_files_only,
-            specific_model_path, model_kwargs: fastembed's engine options, under its names
-            (BM25's ``k``, ``b``, ``avg_len``, ``language`` and ``stopwords`` go in
-            ``model_kwargs``).
+    model loads on first use, once per process for each model and engine options. BM25's
+    own options (``k``, ``b``, ``avg_len``, ``language``, ``stopwords``) go in
+    ``model_kwargs``.
 
     Example:
         ```python
@@ -64,21 +56,24 @@ class FastEmbedSparseEmbedding(FastEmbedEngineOptions, BaseSparseEmbedding):
 
     model_name: str = Field(
         default=DEFAULT_SPARSE_MODEL,
-        description="A fastembed sparse model (SparseTextEmbedding.list_supported_models()).",
+        description="A sparse model from `SparseTextEmbedding.list_supported_models()`.",
     )
     # A SPLADE model's output is batch x tokens x its 30,522-word vocabulary: batches of 16
     # took 4 GiB and ran at half the speed of batches of 4 (SPLADE-tiny, 2 CPU cores).
     batch_size: int = Field(
         default=4,
         ge=1,
-        description="Texts per fastembed batch (one ONNX run for neural models).",
+        description=(
+            "Texts per fastembed batch: one ONNX run for neural models, only a unit of work "
+            "for BM25."
+        ),
     )
     parallel: int | None = Field(
         default=None,
         ge=0,
         description=(
-            "fastembed's data parallelism for large ingestion: worker processes, 0 for one per "
-            "core, None to use one process and ONNX Runtime's threads."
+            "fastembed's data parallelism for large ingestion: worker processes, `0` for one per "
+            "core, `None` for one process on ONNX Runtime's threads."
         ),
     )
     # LlamaIndex's default of 10 would cut fastembed's batches to 10 texts.

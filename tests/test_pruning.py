@@ -13,8 +13,9 @@ from fastembed.rerank.cross_encoder import TextCrossEncoder
 from onnx import TensorProto, helper, numpy_helper
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedRerank, pruning
-from llama_index_fastembed_rerank.pruning import prune_to_cls, use_pruned_graph
+from llama_index_fastembed_rerank import FastEmbedRerank, pruned_graph
+from llama_index_fastembed_rerank.pruned_graph import use_pruned_graph
+from llama_index_fastembed_rerank.pruning import prune_to_cls
 
 DATA = Path(__file__).parent / "data"
 HIDDEN = 4
@@ -153,7 +154,7 @@ def test_real_pruned_graph_scores_equal_fastembeds(fresh_encoder, real_cross_enc
     texts = [" ".join(["word"] * n) + " Jeanne d'Arc" for n in (1, 30, 120, 400, 700)]
     published = list(real_cross_encoder.rerank(query, texts, batch_size=2))
     session = fresh_encoder.model.model
-    with caplog.at_level(logging.INFO, logger=pruning.__name__):
+    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
         assert use_pruned_graph(fresh_encoder)
     assert fresh_encoder.model.model is not session
     assert "15 ONNX ops of the last layer now run on [CLS] only" in caplog.text
@@ -171,8 +172,8 @@ def test_real_graph_that_scores_differently_is_not_used(
         bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 1, bias.name))
         return count
 
-    monkeypatch.setattr(pruning, "prune_to_cls", prune_wrongly)
-    with caplog.at_level(logging.WARNING, logger=pruning.__name__):
+    monkeypatch.setattr(pruned_graph, "prune_to_cls", prune_wrongly)
+    with caplog.at_level(logging.WARNING, logger=pruned_graph.__name__):
         assert not use_pruned_graph(fresh_encoder)
     assert "scored differently on the probe (output 0 differs by up to 1.00e+00)" in caplog.text
     # The published graph is back in use: fastembed's own scores, not the shifted ones.
@@ -197,6 +198,6 @@ def test_real_reranker_options_choose_the_graph(standin_reranker, real_cross_enc
 
 def test_an_engine_without_an_onnx_session_keeps_its_graph(fake_encoder, caplog):
     reranker = FastEmbedRerank(top_n=1)
-    with caplog.at_level(logging.INFO, logger=pruning.__name__):
+    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
         reranker.warm_up()
     assert "ONNX graph kept as published (no ONNX Runtime session)" in caplog.text

@@ -1,0 +1,144 @@
+"""Every use of fastembed beyond its public API, in one place.
+
+fastembed's public API scores query-document pairs (``TextCrossEncoder.rerank``) and embeds
+texts. This package also reads what sits behind it, as laid out in fastembed 0.9:
+
+- the tokenizer of a loaded model (``engine.model.tokenizer``), to order pairs by length,
+  count truncated texts and cut long documents into windows;
+- the ONNX Runtime session (``engine.model.model``), fastembed's input builder
+  (``_build_onnx_input``) and output names (``ONNX_OUTPUT_NAMES``), to run batches from one
+  tokenization;
+- where the model's files are (``_model_dir``, ``model_description``) and how fastembed
+  builds a session (``load_onnx_model``), to load a [CLS]-pruned copy of the graph instead.
+
+Each accessor returns None where fastembed is not laid out so; callers then fall back to the
+public API: ``TextCrossEncoder.rerank`` scores, on the published graph that fastembed loads
+itself. A fastembed upgrade that moves these parts is a change to this file alone, and
+``tests/test_fastembed_internals.py`` fails when an assumption made here stops holding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
+
+# The start of fastembed's ValueError when a model is neither in the cache nor downloadable.
+_MISSING_MODEL_ERROR = "Could not load model"
+
+
+def tokenizer(engine: object) -> Tokenizer | None:
+    """Return the tokenizer of a loaded fastembed ``TextCrossEncoder`` or ``TextEmbedding``.
+
+    It is fastembed's own, set up as fastembed runs the model: it truncates to the model's
+    window and pads a batch to its longest text. None where fastembed keeps it elsewhere or
+    has not loaded it.
+    """
+    found = getattr(getattr(engine, "model", None), "tokenizer", None)
+    return found if callable(getattr(found, "encode_batch", None)) else None
+
+
+def session(engine: object) -> ort.InferenceSession | None:
+    """Return the ONNX Runtime session a loaded fastembed model runs, or None."""
+    found = getattr(getattr(engine, "model", None), "model", None)
+    return found if isinstance(found, ort.InferenceSession) else None
+
+
+def session_runner(
+    engine: object, encodings: Sequence[Encoding], lengths: list[int]
+) -> Callable[[list[int]], Iterable[float]] | None:
+    """Return a scorer of row batches that feeds the ONNX session the encodings made once.
+
+    ``encodings`` come from one ``tokenizer(engine).encode_batch`` call (so they are padded
+    alike) and ``lengths`` are their unpadded token counts. The scorer runs the session as
+    fastembed's ``rerank`` does (the same inputs; the first logit of the first output) on the
+    given rows, each batch padded only to its own longest pair. None where the engine has no
+    ONNX Runtime session or its tokenizer does not pad on the right; then the caller scores
+    with ``rerank``.
+    """
+    inner = getattr(engine, "model", None)
+    run_session = session(engine)
+    found = tokenizer(engine)
+    build_inputs = getattr(inner, "_build_onnx_input", None)
+    if run_session is None or found is None or build_inputs is None:
+        return None
+    if (found.padding or {}).get("direction") != "right":
+        return None
+    # fastembed's own inputs for all pairs, padded to the longest pair of all; a batch takes
+    # its rows up to its own longest pair.
+    arrays = build_inputs(encodings)
+    output_names = getattr(inner, "ONNX_OUTPUT_NAMES", None)
+
+    def run(rows: list[int]) -> Iterable[float]:
+        width = max(lengths[r] for r in rows)
+        feed = {name: np.ascontiguousarray(a[rows, :width]) for name, a in arrays.items()}
+        return run_session.run(output_names, feed)[0][:, 0]  # type: ignore[no-any-return]
+
+    return run
+
+
+def onnx_inputs(engine: object, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Return the session inputs fastembed builds for ``pairs`` (one batch, padded alike).
+
+    Raises:
+        AttributeError: fastembed keeps its tokenizer or input builder elsewhere.
+    """
+    found = tokenizer(engine)
+    if found is None:
+        msg = f"{type(engine).__name__} has no tokenizer where fastembed 0.9 keeps it"
+        raise AttributeError(msg)
+    return engine.model._build_onnx_input(found.encode_batch(pairs))  # type: ignore[attr-defined, no-any-return]
+
+
+def model_files(engine: object) -> list[Path] | None:
+    """Return the ONNX file fastembed loads for ``engine``, then its external data files.
+
+    None where fastembed does not describe the model so (no model directory, description or
+    ``load_onnx_model``): its graph cannot be swapped.
+    """
+    inner = getattr(engine, "model", None)
+    model_dir = getattr(inner, "_model_dir", None)
+    description = getattr(inner, "model_description", None)
+    if model_dir is None or description is None or not hasattr(inner, "load_onnx_model"):
+        return None
+    names = [description.model_file, *(description.additional_files or [])]
+    return [Path(model_dir) / name for name in names]
+
+
+def load_session(engine: object, path: Path | None = None) -> None:
+    """Load the session as fastembed does, from ``path`` instead of the published file if given.
+
+    The session gets fastembed's options for this engine (threads, providers, devices, session
+    options), and the tokenizer is loaded if it was not yet.
+    """
+    inner = engine.model  # type: ignore[attr-defined]
+    if path is None:
+        inner.load_onnx_model()
+        return
+    published = inner.model_description
+    # fastembed loads model_dir / model_file, and a Path joined with an absolute path is that
+    # path; external data files are the published graph's, not this one's.
+    inner.model_description = dataclasses.replace(
+        published, model_file=str(Path(path).absolute()), additional_files=[]
+    )
+    try:
+        inner.load_onnx_model()
+    finally:
+        inner.model_description = published
+
+
+def drop_session(engine: object) -> None:
+    """Release the engine's ONNX session (fastembed's ``rerank`` loads the published one again)."""
+    engine.model.model = None  # type: ignore[attr-defined]
+
+
+def is_missing_model_error(error: BaseException) -> bool:
+    """Whether ``error`` is fastembed's: the model is neither in the cache nor downloadable."""
+    return isinstance(error, ValueError) and str(error).startswith(_MISSING_MODEL_ERROR)
