@@ -9,13 +9,13 @@ from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 
-from .engine import FastEmbedEngineOptions, document_options, find_model
+from .engine import FastEmbedEmbeddingOptions, document_options, find_model
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
 
 
 @document_options
-class FastEmbedEmbedding(FastEmbedEngineOptions, BaseEmbedding):
+class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
     """Embed queries and documents with a local fastembed model (ONNX, no PyTorch).
 
     Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``,
@@ -56,21 +56,6 @@ class FastEmbedEmbedding(FastEmbedEngineOptions, BaseEmbedding):
         description=(
             "Texts per ONNX run (fastembed's `batch_size`); fastest on a CPU, raise it on a GPU."
         ),
-    )
-    parallel: int | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "fastembed's data parallelism for large ingestion: worker processes, `0` for one per "
-            "core, `None` for one process on ONNX Runtime's threads."
-        ),
-    )
-    # LlamaIndex's default of 10 would cut fastembed's ONNX batches to 10 texts.
-    embed_batch_size: int = Field(
-        default=2048,
-        gt=0,
-        le=2048,
-        description="Texts LlamaIndex hands over per call (callbacks, progress).",
     )
 
     def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, **data: Any) -> None:

@@ -280,3 +280,23 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
             f"DIR {model_name}`."
         )
         raise ValueError(msg) from e
+
+
+class FastEmbedEmbeddingOptions(FastEmbedEngineOptions):
+    """The options of both embedding classes (dense and sparse) besides the engine's."""
+
+    parallel: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "fastembed's data parallelism for large ingestion: worker processes, `0` for one per "
+            "core, `None` for one process on ONNX Runtime's threads."
+        ),
+    )
+    # LlamaIndex's default of 10 would cut fastembed's batches to 10 texts.
+    embed_batch_size: int = Field(
+        default=2048,
+        gt=0,
+        le=2048,
+        description="Texts LlamaIndex hands over per call (callbacks, progress).",
+    )

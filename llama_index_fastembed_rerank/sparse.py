@@ -10,7 +10,7 @@ from fastembed import SparseTextEmbedding
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .engine import FastEmbedEngineOptions, document_options, find_model
+from .engine import FastEmbedEmbeddingOptions, document_options, find_model
 
 DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
 _BM25 = "qdrant/bm25"
@@ -23,7 +23,7 @@ BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
 
 @document_options
-class FastEmbedSparseEmbedding(FastEmbedEngineOptions, BaseSparseEmbedding):
+class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
     """Embed queries and documents as sparse vectors with a local fastembed model.
 
     Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``:
@@ -67,21 +67,6 @@ class FastEmbedSparseEmbedding(FastEmbedEngineOptions, BaseSparseEmbedding):
             "Texts per fastembed batch: one ONNX run for neural models, only a unit of work "
             "for BM25."
         ),
-    )
-    parallel: int | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "fastembed's data parallelism for large ingestion: worker processes, `0` for one per "
-            "core, `None` for one process on ONNX Runtime's threads."
-        ),
-    )
-    # LlamaIndex's default of 10 would cut fastembed's batches to 10 texts.
-    embed_batch_size: int = Field(
-        default=2048,
-        gt=0,
-        le=2048,
-        description="Texts LlamaIndex hands over per call (callbacks, progress).",
     )
 
     def __init__(self, model_name: str = DEFAULT_SPARSE_MODEL, **data: Any) -> None:
