@@ -9,6 +9,8 @@ from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 
+from . import _fastembed
+from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
 from .engine import FastEmbedEmbeddingOptions, document_options, find_model
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
@@ -19,10 +21,10 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
     """Embed queries and documents with a local fastembed model (ONNX, no PyTorch).
 
     Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``,
-    so models that treat the two differently get what they expect. Documents reach fastembed
-    in LlamaIndex batches of ``embed_batch_size`` texts, which fastembed runs in ONNX batches
-    of ``batch_size``. The model loads on first use, once per process for each model and
-    engine options.
+    so models that treat the two differently get what they expect. Documents reach this class
+    in LlamaIndex batches of ``embed_batch_size`` texts, which run in order of token length,
+    in ONNX batches within ``batch_size`` and ``max_batch_tokens``. The model loads on first
+    use, once per process for each model and engine options.
 
     Example:
         ```python
@@ -48,13 +50,19 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
         default=DEFAULT_EMBED_MODEL,
         description="A text embedding model from `TextEmbedding.list_supported_models()`.",
     )
-    # fastembed's default is 256. On 2 CPU cores, 2,000 chunks of ~190 tokens ran 1.6x faster
-    # in batches of 16 (benchmarks/ingest.py): big batches only add padding and memory there.
+    # fastembed's default is 256: on a CPU big batches only add padding and memory.
     batch_size: int = Field(
-        default=16,
+        default=64,
+        ge=1,
+        description="Most texts per ONNX run (fastembed's `batch_size`).",
+    )
+    max_batch_tokens: int | None = Field(
+        default=DEFAULT_MAX_BATCH_TOKENS,
         ge=1,
         description=(
-            "Texts per ONNX run (fastembed's `batch_size`); fastest on a CPU, raise it on a GPU."
+            "Most tokens per ONNX run, padding included (texts times the longest text's "
+            "tokens); a longer text runs alone. `None` leaves batching to `batch_size`. Small "
+            "runs are fastest on a CPU; on a GPU raise it or pass `None`."
         ),
     )
 
@@ -91,15 +99,25 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         engine = self._shared_engine(TextEmbedding, self.model_name)
+        embeddings: list[Embedding] = [[] for _ in texts]
         # fastembed pads a batch to its longest text; in length order each batch holds texts
         # of about one length. A text's vector does not depend on its batch (masked pooling).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = engine.passage_embed(
-            [texts[i] for i in order], batch_size=self.batch_size, parallel=self.parallel
-        )
-        embeddings: list[Embedding] = [[] for _ in texts]
-        for i, vector in zip(order, vectors, strict=True):
-            embeddings[i] = vector.tolist()
+        tokenizer = _fastembed.tokenizer(engine)
+        if tokenizer is None or self.parallel is not None:
+            # Worker processes start anew on every call: one call, in character order.
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            batches = [order]
+        else:
+            lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
+            batches = list(length_batches(lengths, self.batch_size, self.max_batch_tokens))
+        for rows in batches:
+            vectors = engine.passage_embed(
+                [texts[i] for i in rows],
+                batch_size=self.batch_size,
+                parallel=self.parallel,
+            )
+            for i, vector in zip(rows, vectors, strict=True):
+                embeddings[i] = vector.tolist()
         return embeddings
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
