@@ -9,8 +9,6 @@ from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 
-from . import _fastembed
-from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
 from .engine import FastEmbedEmbeddingOptions, document_options, find_model
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
@@ -50,21 +48,6 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
         default=DEFAULT_EMBED_MODEL,
         description="A text embedding model from `TextEmbedding.list_supported_models()`.",
     )
-    # fastembed's default is 256: on a CPU big batches only add padding and memory.
-    batch_size: int = Field(
-        default=64,
-        ge=1,
-        description="Most texts per ONNX run (fastembed's `batch_size`).",
-    )
-    max_batch_tokens: int | None = Field(
-        default=DEFAULT_MAX_BATCH_TOKENS,
-        ge=1,
-        description=(
-            "Most tokens per ONNX run, padding included (texts times the longest text's "
-            "tokens); a longer text runs alone. `None` leaves batching to `batch_size`. Small "
-            "runs are fastest on a CPU; on a GPU raise it or pass `None`."
-        ),
-    )
 
     def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, **data: Any) -> None:
         """Create the embedding model; the model itself loads on first use (or ``warm_up()``)."""
@@ -99,26 +82,7 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         engine = self._shared_engine(TextEmbedding, self.model_name)
-        embeddings: list[Embedding] = [[] for _ in texts]
-        # fastembed pads a batch to its longest text; in length order each batch holds texts
-        # of about one length. A text's vector does not depend on its batch (masked pooling).
-        tokenizer = _fastembed.tokenizer(engine)
-        if tokenizer is None or self.parallel is not None:
-            # Worker processes start anew on every call: one call, in character order.
-            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-            batches = [order]
-        else:
-            lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
-            batches = list(length_batches(lengths, self.batch_size, self.max_batch_tokens))
-        for rows in batches:
-            vectors = engine.passage_embed(
-                [texts[i] for i in rows],
-                batch_size=self.batch_size,
-                parallel=self.parallel,
-            )
-            for i, vector in zip(rows, vectors, strict=True):
-                embeddings[i] = vector.tolist()
-        return embeddings
+        return [v.tolist() for v in self._embed_passages(engine, texts)]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)
