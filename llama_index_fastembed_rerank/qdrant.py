@@ -54,8 +54,9 @@ def qdrant_hybrid_store(
         ``index.as_retriever(vector_store_query_mode="hybrid", ...)``.
 
     Raises:
-        ValueError: No client or url was given, or the collection exists with a sparse
-            vector configuration this model cannot use.
+        ValueError: Neither or both of a client and a url were given, or the collection
+            exists with a sparse vector configuration this model cannot use (checked where
+            a sync client is at hand).
 
     Example:
         ```python
@@ -78,6 +79,12 @@ def qdrant_hybrid_store(
         raise ImportError(msg) from e
 
     sparse_model = sparse_model or FastEmbedSparseEmbedding()
+    if url is not None and (client is not None or aclient is not None):
+        msg = (
+            f"qdrant_hybrid_store got both url={url!r} and a client: pass one, the url for a "
+            f"server or the client you made for it"
+        )
+        raise ValueError(msg)
     if client is None and aclient is None:
         if url is None:
             msg = (
