@@ -111,3 +111,39 @@ def test_cli_bad_source_exits_2_with_the_reason(tmp_path):
     assert done.returncode == 2
     assert "is not a directory" in done.stderr
     assert done.stdout == ""
+
+
+def test_missing_model_without_a_hub_fails_at_once_with_the_offline_fix(tmp_path):
+    # A hub address that refuses at once, so this holds on machines with internet access too.
+    # Before the probe, fastembed retried for ~40 s (sleeping 3, 9 and 27 s) before failing.
+    code = (
+        "from llama_index_fastembed_rerank import FastEmbedEmbedding\n"
+        f"FastEmbedEmbedding('BAAI/bge-small-en-v1.5', cache_dir={str(tmp_path)!r}).warm_up()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "HF_ENDPOINT": "http://127.0.0.1:9"},
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "sleeping" not in done.stderr  # fastembed's retry loop never ran
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: Could not load TextEmbedding model 'BAAI/bge-small")
+    assert "the model hub could not be reached (ConnectError" in last
+    assert "set HF_HUB_OFFLINE=1 or local_files_only=True" in last
+
+
+def test_missing_model_in_offline_mode_does_not_blame_the_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE=1 kept fastembed from asking") as error:
+        FastEmbedEmbedding("BAAI/bge-small-en-v1.5", cache_dir=str(tmp_path)).warm_up()
+    assert "could not be reached" not in str(error.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ValueError, match="local_files_only=True kept fastembed from asking"):
+        FastEmbedEmbedding(
+            "BAAI/bge-small-en-v1.5", cache_dir=str(tmp_path), local_files_only=True
+        ).warm_up()
