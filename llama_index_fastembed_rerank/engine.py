@@ -234,7 +234,7 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
         and specific is None
         and hf_repo
         and not description["sources"].get("url")
-        and not _in_hub_cache(cache, hf_repo, description)
+        and not in_hub_cache(cache, hf_repo, description)
     ):
         # fastembed would retry the hub for ~40 s; one short probe tells at once.
         unreachable = _hub_unreachable(hf_repo)
@@ -284,7 +284,7 @@ def _offline_mode(kwargs: dict[str, Any]) -> str | None:
     return None
 
 
-def _in_hub_cache(cache: Path, hf_repo: str, description: dict[str, Any]) -> bool:
+def in_hub_cache(cache: Path, hf_repo: str, description: dict[str, Any]) -> bool:
     """Whether the model's files are in the cache, found as the hub client finds them."""
     from huggingface_hub import try_to_load_from_cache
 
