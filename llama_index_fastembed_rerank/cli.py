@@ -93,19 +93,25 @@ def _ingest(args: argparse.Namespace) -> int:
         embed_model.warm_up()  # a missing model fails here, before the collection is made
         if sparse_model is not None:
             sparse_model.warm_up()
-        if not client.collection_exists(args.collection):
-            _create_collection(client, args.collection, embed_model, sparse_model)
-        store = _store(client, args.collection, sparse_model)
+
+        def open_store() -> QdrantVectorStore:
+            if not client.collection_exists(args.collection):
+                _create_collection(client, args.collection, embed_model, sparse_model)
+            return _store(client, args.collection, sparse_model)
+
         report = ingest(
             args.paths,
-            store,
+            client,
+            args.collection,
+            open_store,
             embed_model,
             chunk_size=args.chunk_size,
             chunk_overlap=args.chunk_overlap,
             prune=args.prune,
             progress=_progress,
         )
-        total = client.count(args.collection, exact=True).count
+        exists = client.collection_exists(args.collection)
+        total = client.count(args.collection, exact=True).count if exists else 0
     for path, reason in report.skipped:
         print(f"error: skipped {path}: {_one_line(reason)}", file=sys.stderr)  # noqa: T201
     parts = [

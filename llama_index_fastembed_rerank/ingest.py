@@ -101,7 +101,9 @@ def find_files(paths: Iterable[str | Path]) -> tuple[list[Path], int]:
 
 def ingest(
     paths: Iterable[str | Path],
-    store: QdrantVectorStore,
+    client: QdrantClient,
+    collection: str,
+    open_store: Callable[[], QdrantVectorStore],
     embed_model: BaseEmbedding,
     *,
     chunk_size: int,
@@ -113,7 +115,10 @@ def ingest(
 
     Args:
         paths: Files and folders (walked recursively).
-        store: The collection; it must exist (``prepare_collection`` in the command line).
+        client: The Qdrant client.
+        collection: The collection; it need not exist yet.
+        open_store: Returns the collection's store, creating the collection if need be;
+            called only once there is something to write, after every file was read.
         embed_model: The dense embedding model; the store adds sparse vectors if hybrid.
         chunk_size: Tokens per chunk (SentenceSplitter's count).
         chunk_overlap: Tokens shared by neighbouring chunks.
@@ -131,7 +136,7 @@ def ingest(
     files, ignored = find_files(roots)
     report = IngestReport(files=len(files), ignored=ignored)
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    stored = _stored_chunks(store.client, store.collection_name)
+    stored = _stored_chunks(client, collection) if client.collection_exists(collection) else {}
 
     plans: list[_Plan] = []
     for path in wrap(files, "Reading", len(files)):
@@ -158,6 +163,9 @@ def ingest(
         if prune and source not in skipped and _under(source, roots) and not Path(source).exists()
     }
 
+    if not plans and not gone:
+        return report
+    store = open_store()
     pipeline = IngestionPipeline(
         transformations=[embed_model], vector_store=store, disable_cache=True
     )
