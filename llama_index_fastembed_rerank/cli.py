@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -398,14 +398,14 @@ def _sparse_model(name: str, args: argparse.Namespace) -> FastEmbedSparseEmbeddi
 def _result(node: NodeWithScore, retrieval_score: Any) -> dict[str, Any]:  # noqa: ANN401
     from llama_index.core.schema import MetadataMode
 
-    metadata = {k: v for k, v in node.node.metadata.items() if k != "retrieval_score"}
+    metadata = node.node.metadata
     return {
         "text": node.node.get_content(metadata_mode=MetadataMode.NONE),
         "score": node.score,
         "retrieval_score": retrieval_score,
         "source": metadata.get("file_path"),
+        "page": metadata.get("page_label"),
         "id": node.node.node_id,
-        "metadata": metadata,
     }
 
 
@@ -415,7 +415,7 @@ def _print_results(rows: list[dict[str, Any]], out: TextIO, *, reranked: bool) -
     for rank, row in enumerate(rows, start=1):
         first = row["retrieval_score"]
         retrieval = f"  (retrieval {first:.4f})" if first is not None and reranked else ""
-        page = row["metadata"].get("page_label")
+        page = row["page"]
         source = f"{row['source']} (page {page})" if page else str(row["source"])
         text = " ".join(row["text"].split())
         preview = text if len(text) <= 200 else text[:197] + "..."
@@ -522,9 +522,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
-    ingest.add_argument("--chunk-size", type=_positive, default=256, help="tokens (default 256)")
+    ingest.add_argument("--chunk-size", type=_at_least(1), default=256, help="tokens (default 256)")
     ingest.add_argument(
-        "--chunk-overlap", type=_non_negative, default=32, help="tokens (default 32)"
+        "--chunk-overlap", type=_at_least(0), default=32, help="tokens (default 32)"
     )
     ingest.add_argument(
         "--hybrid", action="store_true", help="store sparse vectors too (needed by query --hybrid)"
@@ -541,8 +541,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Retrieve chunks for TEXT, rerank them with a cross-encoder and print them.",
     )
     query.add_argument("text", metavar="TEXT", help="the question or search text")
-    query.add_argument("--top-k", type=_positive, default=20, help="chunks retrieved (default 20)")
-    query.add_argument("--top-n", type=_positive, default=5, help="chunks shown (default 5)")
+    query.add_argument(
+        "--top-k", type=_at_least(1), default=20, help="chunks retrieved (default 20)"
+    )
+    query.add_argument("--top-n", type=_at_least(1), default=5, help="chunks shown (default 5)")
     query.add_argument(
         "--rerank-model",
         default=DEFAULT_RERANK_MODEL,
@@ -592,25 +594,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(value: str) -> int:
-    number = _integer(value)
-    if number < 1:
-        msg = f"must be 1 or more, got {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return number
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """Return an argparse ``type`` that takes whole numbers of ``minimum`` or more."""
 
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            msg = f"must be a whole number, got {value!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if number < minimum:
+            msg = f"must be {minimum} or more, got {value}"
+            raise argparse.ArgumentTypeError(msg)
+        return number
 
-def _non_negative(value: str) -> int:
-    number = _integer(value)
-    if number < 0:
-        msg = f"must be 0 or more, got {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return number
-
-
-def _integer(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        msg = f"must be a whole number, got {value!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+    return parse

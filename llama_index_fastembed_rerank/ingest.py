@@ -10,7 +10,9 @@ ingest killed at any point leaves points that the next run keeps, completes or d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import uuid
@@ -42,8 +44,9 @@ READERS_HINT = "pip install 'llama-index-fastembed-rerank[cli]'"
 WRITE_BATCH = 256
 # Chunk ids live in their own namespace, so no other uuid5 user can collide with them.
 _CHUNK_NAMESPACE = uuid.UUID("0f4c8a3e-5d1b-5b8e-9a55-6c7e1d0b2f19")
-# SimpleDirectoryReader's and the readers' bookkeeping, kept as payload but not embedded.
-_KEEP_IN_TEXT = ("file_path", "page_label")
+# The metadata embedded (and reranked) with a chunk's text; the rest is payload only. Not the
+# absolute path SimpleDirectoryReader embeds: vectors would depend on where a folder lives.
+_KEEP_IN_TEXT = ("file_name", "page_label")
 
 
 @dataclass
@@ -139,6 +142,7 @@ def ingest(
     stored = _stored_chunks(client, collection) if client.collection_exists(collection) else {}
 
     plans: list[_Plan] = []
+    splitter_warnings: list[str] = []
     for path in wrap(files, "Reading", len(files)):
         source = str(path)
         try:
@@ -147,7 +151,7 @@ def ingest(
             reason = str(e.__cause__ or e) or type(e).__name__
             report.skipped.append((path, reason))
             continue
-        nodes = _split(splitter, source, documents, chunk_size, chunk_overlap)
+        nodes = _split(splitter, source, documents, chunk_size, chunk_overlap, splitter_warnings)
         have = stored.pop(source, set())
         new = [n for n in nodes if n.node_id not in have]
         stale = sorted(have - {n.node_id for n in nodes})
@@ -155,6 +159,8 @@ def ingest(
             plans.append(_Plan(source, new, stale))
         else:
             report.unchanged += 1
+    if splitter_warnings:
+        logger.warning(splitter_warnings[0])
     # Files that failed to read keep their chunks; only files gone from disk are pruned.
     skipped = {str(p) for p, _ in report.skipped}
     gone = {
@@ -240,6 +246,7 @@ def _split(
     documents: list[Document],
     chunk_size: int,
     chunk_overlap: int,
+    warnings: list[str],
 ) -> list[BaseNode]:
     settings = f"SentenceSplitter({chunk_size},{chunk_overlap})"
     nodes: list[BaseNode] = []
@@ -248,7 +255,11 @@ def _split(
         splitter.id_func = lambda i, _doc, index=index, text=text: chunk_id(
             source, index, text, settings, i
         )
-        nodes.extend(splitter.get_nodes_from_documents([document]))
+        # SentenceSplitter prints a warning (metadata close to the chunk size) for every
+        # document, on stdout; the caller logs it once.
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            nodes.extend(splitter.get_nodes_from_documents([document]))
+        warnings.extend(printed.getvalue().splitlines())
     return [n for n in nodes if n.get_content(metadata_mode=MetadataMode.NONE).strip()]
 
 

@@ -239,3 +239,9 @@ def test_export_then_import_into_an_empty_cache(offline_cache, real_text_embeddi
     with pytest.raises(ValueError, match="is not in the cache at"):
         export_model("BAAI/bge-small-en-v1.5", tmp_path / "bge", cache_dir=offline_cache)
     assert not (tmp_path / "bge").exists()
+
+
+def test_import_into_a_cache_that_is_a_file_names_it(encoder_dir, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder: pass a folder as cache_dir"):
+        import_model(encoder_dir, EMBED, cache_dir=tmp_path / "a-file")
