@@ -451,6 +451,9 @@ def _quiet_libraries() -> None:
         pass
     else:
         logger.disable("fastembed")
+    # SimpleDirectoryReader warns for every file when llama-index-readers-file is missing;
+    # the files that need it are reported as skipped, with the fix.
+    logging.getLogger("llama_index.core.readers.file.base").setLevel(logging.ERROR)
     # QdrantVectorStore asks embedded Qdrant for payload indexes, which only a server uses.
     warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local")
 

@@ -148,7 +148,9 @@ def ingest(
         try:
             documents = _read(path)
         except Exception as e:  # a reader's failure is the file's, not the run's
-            reason = str(e.__cause__ or e) or type(e).__name__
+            # SimpleDirectoryReader wraps a reader's error as "Error loading file".
+            cause = e.__cause__ if str(e) == "Error loading file" else None
+            reason = str(cause or e) or type(e).__name__
             report.skipped.append((path, reason))
             continue
         nodes = _split(splitter, source, documents, chunk_size, chunk_overlap, splitter_warnings)

@@ -413,3 +413,27 @@ def test_cli_import_refuses_the_wrong_kind_and_unusable_caches(offline_cache, tm
         assert line.startswith("error: "), line
         assert message in line, line
     assert not (tmp_path / "c").exists()
+
+
+def test_cli_without_the_file_readers_skips_those_files_with_the_fix(tmp_path, loan_cache):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Plain text needs no extra package.")
+    (tmp_path / "docs" / "b.csv").write_text("title,year\nKubo,2016\n")
+    # The base install: llama-index-readers-file cannot be imported.
+    code = (
+        "import sys; sys.modules['llama_index.readers.file'] = None\n"
+        "from llama_index_fastembed_rerank.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "ingest", "docs", "--collection", "c",
+         "--qdrant-path", "q", "--embed-model", EMBED],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(loan_cache)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: skipped {tmp_path / 'docs' / 'b.csv'}: reading .csv files needs "
+        "llama-index-readers-file: pip install 'llama-index-fastembed-rerank[cli]'"
+    ]
+    assert "2 files, 0 unchanged, 1 chunks written, 0 removed, 1 skipped;" in done.stdout
