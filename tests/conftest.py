@@ -8,6 +8,7 @@ import pickle
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -87,6 +88,9 @@ class FakeCrossEncoder:
     window = 512
     load_seconds = 0.0
     instances: ClassVar[list[FakeCrossEncoder]] = []
+    # The options of every load; instances are kept only while ``keep_instances`` is true.
+    loads: ClassVar[list[dict[str, Any]]] = []
+    keep_instances = True
     list_supported_models = TextCrossEncoder.list_supported_models
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
@@ -95,13 +99,21 @@ class FakeCrossEncoder:
         self.kwargs = kwargs
         self.model = SimpleNamespace(tokenizer=FakeTokenizer(self.window))
         self.calls: list[tuple[str, list[str], int]] = []
-        FakeCrossEncoder.instances.append(self)
+        FakeCrossEncoder.loads.append(kwargs)
+        if self.keep_instances:
+            FakeCrossEncoder.instances.append(self)
 
     def rerank(self, query: str, documents: Iterable[str], batch_size: int = 64) -> Iterator[float]:
         documents = list(documents)
         self.calls.append((query, documents, batch_size))
         for d in documents:
             yield self.scores.get(d, float(len(d.split())))
+
+
+@pytest.fixture(autouse=True)
+def _no_models_kept_from_other_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models kept loaded for reuse by one test are not another's."""
+    monkeypatch.setattr(engine, "_RECENT", OrderedDict())
 
 
 @pytest.fixture
@@ -112,6 +124,8 @@ def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> type[FakeCrossEncoder]:
     monkeypatch.setattr(FakeCrossEncoder, "window", 512)
     monkeypatch.setattr(FakeCrossEncoder, "load_seconds", 0.0)
     monkeypatch.setattr(FakeCrossEncoder, "instances", [])
+    monkeypatch.setattr(FakeCrossEncoder, "loads", [])
+    monkeypatch.setattr(FakeCrossEncoder, "keep_instances", True)
     monkeypatch.setattr("llama_index_fastembed_rerank.rerank.TextCrossEncoder", FakeCrossEncoder)
     return FakeCrossEncoder
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import math
 import pickle
 import threading
 import time
+import weakref
 
 import pytest
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
@@ -17,7 +19,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from conftest import ROUND_TRIPS, make_nodes
-from llama_index_fastembed_rerank import FastEmbedRerank
+from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
 
 QUERY = "what is it"
 
@@ -396,6 +398,40 @@ def test_rerank_instances_with_the_same_options_share_one_model(fake_encoder):
     for reranker in (first, second, other):
         reranker.postprocess_nodes(make_nodes("ab"), query_str=QUERY)
     assert [e.kwargs["threads"] for e in fake_encoder.instances] == [1, 2]
+
+
+def test_rerank_per_request_instances_load_the_model_once(fake_encoder):
+    fake_encoder.keep_instances = False
+    for _ in range(10):
+        reranker = FastEmbedRerank(top_n=1)
+        reranker.postprocess_nodes(make_nodes(["a b", "a"]), query_str=QUERY)
+        del reranker
+        gc.collect()
+    assert len(fake_encoder.loads) == 1
+
+
+def test_rerank_keeps_the_three_models_last_handed_out(fake_encoder):
+    fake_encoder.keep_instances = False
+    for threads in (1, 2, 3, 4, 1, 4):
+        FastEmbedRerank(threads=threads).warm_up()
+        gc.collect()
+    # 1 was let go when 4 came: it loads again; 4 was still kept.
+    assert [kwargs["threads"] for kwargs in fake_encoder.loads] == [1, 2, 3, 4, 1]
+
+
+def test_rerank_release_models_frees_the_models_no_instance_holds(fake_encoder):
+    fake_encoder.keep_instances = False
+    held = FastEmbedRerank(threads=1)
+    models = [weakref.ref(held._encoder()), weakref.ref(FastEmbedRerank(threads=2)._encoder())]
+    FastEmbedEmbedding.release_models()  # another class's: the reranker models stay
+    gc.collect()
+    assert all(m() is not None for m in models)
+    FastEmbedRerank.release_models()
+    gc.collect()
+    assert models[0]() is not None  # an instance still holds it
+    assert models[1]() is None
+    FastEmbedRerank(threads=2).warm_up()
+    assert [kwargs["threads"] for kwargs in fake_encoder.loads] == [1, 2, 2]
 
 
 def test_rerank_reloads_after_an_engine_option_changes(fake_encoder):
