@@ -216,8 +216,9 @@ class FastEmbedEngineOptions(BaseModel):
     ) -> E:
         """Return the loaded fastembed model for the current options, loading it on first use.
 
-        ``prepare`` runs once on a newly loaded model; models prepared differently are not
-        shared.
+        ``prepare`` runs once on a newly built model, which fastembed builds with
+        ``lazy_load=True`` so that ``prepare`` loads its session itself; models prepared
+        differently are not shared.
         """
         kwargs = self.engine_kwargs()
         # The default cache is resolved here: FASTEMBED_CACHE_PATH may change in between.
@@ -235,7 +236,8 @@ class FastEmbedEngineOptions(BaseModel):
             with _LOAD_LOCK:
                 engine = _LOADED.get(key)
                 if engine is None:
-                    engine = _load(engine_class, model_name, kwargs)
+                    lazy = {"lazy_load": True} if prepare is not None else {}
+                    engine = _load(engine_class, model_name, {**kwargs, **lazy})
                     if prepare is not None:
                         prepare(engine)
                     _LOADED[key] = engine

@@ -115,8 +115,9 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         description=(
             "Run the end of the last layer (output projection, feed-forward, norms) for the "
             "[CLS] token alone, the only one the score reads: the same scores for an eighth less "
-            "work on MiniLM-L6. Used only if it returns the published graph's scores on a probe "
-            "batch when the model loads; `False` runs the published ONNX graph as it is."
+            "work on MiniLM-L6. The rewritten graph is kept beside the model file, and used only "
+            "if it returns the published graph's scores on a probe batch when the model loads; "
+            "`False` runs the published ONNX graph as it is."
         ),
     )
 

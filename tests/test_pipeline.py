@@ -106,7 +106,8 @@ def test_example_script_runs_offline(offline_cache):
         [sys.executable, str(EXAMPLES / "rerank_query_engine.py")],
         capture_output=True,
         text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # The session's own copy of the offline models: the run writes beside them.
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "LIFR_OFFLINE_MODELS": str(offline_cache.parent)},
         timeout=300,
         check=False,
     )

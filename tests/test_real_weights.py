@@ -163,9 +163,10 @@ def test_real_rerank_emits_balanced_events(reranker, events):
     assert end.nodes == out
 
 
-def test_real_rerank_loads_from_specific_model_path(offline_cache, real_cross_encoder):
-    folder = offline_cache.parent / "standin-cross-encoder"
-    direct = FastEmbedRerank(offline_models.STANDIN_RERANK_MODEL, specific_model_path=str(folder))
+def test_real_rerank_loads_from_specific_model_path(standin_folder, real_cross_encoder):
+    direct = FastEmbedRerank(
+        offline_models.STANDIN_RERANK_MODEL, specific_model_path=str(standin_folder)
+    )
     np.testing.assert_allclose(
         direct.score(QUERY, TEXTS[:4]),
         list(real_cross_encoder.rerank(QUERY, TEXTS[:4])),

@@ -72,6 +72,7 @@ def test_rerank_warm_up_forwards_engine_options(fake_encoder):
         "local_files_only": True,
         "specific_model_path": None,
         "enable_cpu_mem_arena": False,
+        "lazy_load": True,  # the [CLS]-pruned graph is loaded in place of the published one
     }
 
 
