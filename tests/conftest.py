@@ -22,6 +22,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.schema import NodeWithScore, TextNode
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 import offline_models
 from llama_index_fastembed_rerank import FastEmbedRerank, engine
@@ -57,24 +58,23 @@ ROUND_TRIPS = pytest.mark.parametrize(
 # --- fakes of the engine (unit tests) -------------------------------------------------------
 
 
-class FakeTokenizer:
-    """Whitespace tokens with [CLS] q [SEP] d [SEP], truncated to ``window`` like fastembed's."""
+def fake_tokenizer(window: int = 512) -> Tokenizer:
+    """A real tokenizers.Tokenizer, set up as fastembed sets up a cross-encoder's, on words.
 
-    def __init__(self, window: int = 512) -> None:
-        self.window = window
-        self.padding = {"direction": "right"}
-
-    def encode_batch(self, pairs: list[tuple[str, str]]) -> list[SimpleNamespace]:
-        lengths = [3 + len(q.split()) + len(d.split()) for q, d in pairs]
-        longest = min(max(lengths), self.window)
-        return [
-            SimpleNamespace(
-                ids=[1] * longest,
-                attention_mask=[1] * min(n, self.window) + [0] * (longest - min(n, self.window)),
-                overflowing=[SimpleNamespace()] if n > self.window else [],
-            )
-            for n in lengths
-        ]
+    One token per whitespace-separated word: ``[CLS] query [SEP] document [SEP]``, truncated
+    to ``window`` tokens (longest first) and padded on the right to the longest pair.
+    """
+    special = {"[UNK]": 0, "[PAD]": 1, "[CLS]": 2, "[SEP]": 3}
+    tokenizer = Tokenizer(models.WordLevel(special, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    tokenizer.enable_truncation(window)
+    tokenizer.enable_padding(pad_id=1, pad_token="[PAD]")
+    return tokenizer
 
 
 class FakeCrossEncoder:
@@ -97,7 +97,7 @@ class FakeCrossEncoder:
         time.sleep(self.load_seconds)
         self.model_name = model_name
         self.kwargs = kwargs
-        self.model = SimpleNamespace(tokenizer=FakeTokenizer(self.window))
+        self.model = SimpleNamespace(tokenizer=fake_tokenizer(self.window))
         self.calls: list[tuple[str, list[str], int]] = []
         FakeCrossEncoder.loads.append(kwargs)
         if self.keep_instances:

@@ -81,6 +81,8 @@ NON_DEFAULTS = {
     "top_n": None,
     "batch_size": 7,
     "max_batch_tokens": 300,
+    "long_documents": "max",
+    "max_windows": 3,
     "metadata_mode": MetadataMode.LLM,
     "keep_retrieval_score": True,
     "score_threshold": -1.5,
@@ -140,6 +142,8 @@ def test_rerank_rejects_top_n_below_one(top_n):
     [
         ({"batch_size": 0}, "batch_size"),
         ({"max_batch_tokens": 0}, "max_batch_tokens"),
+        ({"long_documents": "mean"}, r"long_documents\n  Input should be 'truncate' or 'max'"),
+        ({"max_windows": 0}, "max_windows"),
         ({"threads": 0}, "threads"),
         ({"model": "Xenova/ms-marco-MiniLM-L-6"}, "Did you mean 'Xenova/ms-marco-MiniLM-L-6-v2'"),
         ({"model_kwargs": {"threads": 2}}, r"pass threads=\.\.\. directly"),
@@ -149,6 +153,8 @@ def test_rerank_rejects_top_n_below_one(top_n):
     ids=[
         "batch_size",
         "max_batch_tokens",
+        "long_documents",
+        "max_windows",
         "threads",
         "unknown-model",
         "duplicate-option",
@@ -492,3 +498,66 @@ def test_rerank_specific_model_path_without_the_model_file(tmp_path):
     with pytest.raises(ValueError, match=r"has no onnx/model\.onnx") as error:
         reranker.warm_up()
     assert str(tmp_path / "onnx" / "model.onnx") in str(error.value)
+
+
+# --- long documents ---------------------------------------------------------------------------
+
+WORDS = [f"w{i}" for i in range(20)]
+LONG = " ".join(WORDS)
+# With a 12-token window and the one-word query "q" ([CLS] q [SEP] ... [SEP]), 8 words fit
+# beside the query; windows overlap by at least a quarter of that, 2 words.
+WINDOWS = [" ".join(WORDS[0:8]), " ".join(WORDS[6:14]), " ".join(WORDS[12:20])]
+
+
+@pytest.fixture
+def small_window(fake_encoder, monkeypatch):
+    monkeypatch.setattr(fake_encoder, "window", 12)
+    return fake_encoder
+
+
+def test_rerank_max_scores_a_long_document_by_its_best_window(small_window):
+    small_window.scores = {WINDOWS[0]: 1.0, WINDOWS[1]: 5.0, WINDOWS[2]: -2.0, LONG: 0.5}
+    reranker = FastEmbedRerank(top_n=None, long_documents="max", max_batch_tokens=None)
+    out = reranker.postprocess_nodes(make_nodes([LONG, "a b"]), query_str="q")
+    assert [(n.node.node_id, n.score) for n in out] == [("node-0", 5.0), ("node-1", 2.0)]
+    (call,) = small_window.instances[0].calls
+    assert call[1] == ["a b", *WINDOWS]  # in one length-sorted batch with the other pairs
+
+
+def test_rerank_truncate_scores_the_whole_text_as_fastembed_does(small_window):
+    small_window.scores = {WINDOWS[1]: 5.0, LONG: 0.5}
+    with pytest.warns(UserWarning, match=r"pass long_documents='max' to score long documents"):
+        scores = FastEmbedRerank(top_n=None).score("q", [LONG, "a b"])
+    assert scores == [0.5, 2.0]
+    assert small_window.instances[0].calls[0][1] == ["a b", LONG]
+
+
+def test_rerank_documents_that_fit_score_alike_under_every_setting(small_window):
+    texts = ["a b c", "a", "a b c d e f g h"]  # the longest fills the window exactly
+    truncate = FastEmbedRerank(top_n=None).score("q", texts)
+    longest = FastEmbedRerank(top_n=None, long_documents="max").score("q", texts)
+    assert truncate == longest == [3.0, 1.0, 8.0]
+    first, second = small_window.instances[0].calls
+    assert first[1] == second[1]
+
+
+def test_rerank_max_windows_caps_the_windows_and_says_so(small_window):
+    small_window.scores = {WINDOWS[0]: 1.0, WINDOWS[1]: -1.0, WINDOWS[2]: 9.0}
+    reranker = FastEmbedRerank(top_n=None, long_documents="max", max_windows=2)
+    with pytest.warns(
+        UserWarning,
+        match=r"^1 of 2 documents needed more than max_windows=2 windows of 8 tokens beside the "
+        r"query: their text after window 2 was not scored; raise max_windows",
+    ) as caught:
+        scores = reranker.score("q", [LONG, "a"])
+    assert scores == [1.0, 1.0]
+    assert caught[0].filename == __file__
+    scored = [d for call in small_window.instances[0].calls for d in call[1]]
+    assert WINDOWS[2] not in scored
+
+
+def test_rerank_max_with_a_query_that_fills_the_window(small_window):
+    query = " ".join(["q"] * 12)
+    with pytest.warns(UserWarning, match="the query fills the 12-token window"):
+        scores = FastEmbedRerank(top_n=None, long_documents="max").score(query, [LONG])
+    assert scores == [20.0]  # the whole text went to fastembed, as under "truncate"
