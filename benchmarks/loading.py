@@ -129,11 +129,12 @@ def main() -> None:
         print(json.dumps(child(*args.child)))
         return
 
-    shared = Path(_common.provision()).parent
+    shared = Path(_common.provision())
     with tempfile.TemporaryDirectory(prefix="lifr-bench-loading-") as tmp:
         root = Path(tmp)
-        for build in ("all-MiniLM-L6-v2", "standin-cross-encoder"):
-            (root / build).symlink_to(shared / build)
+        for build in shared.parent.iterdir():  # every build, linked: provision() reuses them
+            if build.is_dir() and build != shared:
+                (root / build.name).symlink_to(build)
         cache = str(offline_models.provision(root))
         for line in _common.machine_lines(("psutil",)):
             print(line)

@@ -205,8 +205,9 @@ def offline_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with _provision_lock:
         shared = offline_models.provision()
     root = tmp_path_factory.mktemp("offline-models")
-    for build in ("all-MiniLM-L6-v2", "standin-cross-encoder"):
-        (root / build).symlink_to(shared.parent / build)
+    for build in shared.parent.iterdir():  # every build, linked: provision() reuses them
+        if build.is_dir() and build != shared:
+            (root / build.name).symlink_to(build)
     return offline_models.provision(root)
 
 
