@@ -1,7 +1,9 @@
 """The fastembed engine behind both classes: its options, model lookup and shared loading.
 
 One loaded model per process for each (class, model, options): every instance with the same
-configuration shares it, and it is freed once no instance holds it any more.
+configuration shares it. The last ``KEEP_LOADED`` models handed out stay loaded after their
+last instance is gone, so that an app building a reranker per request loads its model once;
+``release_models()`` lets them go, and a model is freed once nothing holds it any more.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import tempfile
 import textwrap
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,11 +42,19 @@ _RESERVED_KWARGS = ("model_name", "lazy_load", "batch_size", "parallel")
 E = TypeVar("E")
 M = TypeVar("M", bound=BaseModel)
 
+# How many models stay loaded once no instance holds them: the most recently handed out. A
+# query engine per request typically needs one reranker and one or two embedding models.
+KEEP_LOADED = 3
+
 _LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
 # Held while a model loads, so two threads asking for the same model load it once.
 _LOAD_LOCK = threading.Lock()
 # Long enough for a slow link, short beside fastembed's ~40 s of retries.
 _HUB_PROBE_SECONDS = 5.0
+# The models kept loaded for reuse, least recently handed out first, with the class that
+# asked for them (release_models() lets a class release its own).
+_RECENT: OrderedDict[tuple[str, str], tuple[type[Any], Any]] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
 
 
 def document_options(cls: type[M]) -> type[M]:
@@ -221,8 +232,9 @@ class FastEmbedEngineOptions(BaseModel):
     ) -> E:
         """Return the loaded fastembed model for the current options, loading it on first use.
 
-        ``prepare`` runs once on a newly loaded model; models prepared differently are not
-        shared.
+        ``prepare`` runs once on a newly built model, which fastembed builds with
+        ``lazy_load=True`` so that ``prepare`` loads its session itself; models prepared
+        differently are not shared.
         """
         kwargs = self.engine_kwargs()
         # The default cache is resolved here: FASTEMBED_CACHE_PATH may change in between.
@@ -240,13 +252,29 @@ class FastEmbedEngineOptions(BaseModel):
             with _LOAD_LOCK:
                 engine = _LOADED.get(key)
                 if engine is None:
-                    engine = _load(engine_class, model_name, kwargs)
+                    lazy = {"lazy_load": True} if prepare is not None else {}
+                    engine = _load(engine_class, model_name, {**kwargs, **lazy})
                     if prepare is not None:
                         prepare(engine)
                     _LOADED[key] = engine
+        with _RECENT_LOCK:
+            _RECENT[key] = (type(self), engine)
+            _RECENT.move_to_end(key)
+            while len(_RECENT) > KEEP_LOADED:
+                _RECENT.popitem(last=False)
         # Options may change after a load (validate_assignment allows it): the key tells.
         self._engine.loaded = (key, engine)
         return engine
+
+    @classmethod
+    def release_models(cls) -> None:
+        """Stop keeping this class's models loaded for reuse.
+
+        Each is freed once no instance holds it any more: instances still alive keep theirs.
+        """
+        with _RECENT_LOCK:
+            for key in [k for k, (owner, _) in _RECENT.items() if issubclass(owner, cls)]:
+                del _RECENT[key]
 
 
 def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:

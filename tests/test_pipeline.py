@@ -101,12 +101,17 @@ def test_pipeline_top_n_limits_what_reaches_the_llm(index, reranker):
     assert [n.node.node_id for n in nodes] == [n.node.node_id for n in everything[:3]]
 
 
-def run_example(*args: str) -> str:
+def run_example(offline_cache: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "rerank_query_engine.py"), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # The session's own copy of the offline models: the run writes beside them.
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "LIFR_OFFLINE_MODELS": str(offline_cache.parent),
+        },
         timeout=300,
         check=False,
     )
@@ -115,7 +120,7 @@ def run_example(*args: str) -> str:
 
 
 def test_example_script_runs_offline(offline_cache):
-    out = run_example()
+    out = run_example(offline_cache)
     assert "No model hub is reachable" in out
     assert "NOT meaningful" in out
     first_stage = out.split("Reranked by")[0]
@@ -126,7 +131,7 @@ def test_example_script_runs_offline(offline_cache):
 
 
 def test_example_script_hybrid_runs_offline(offline_cache):
-    out = run_example("--hybrid")
+    out = run_example(offline_cache, "--hybrid")
     first_stage, reranked = out.split("Reranked by")
     assert "all-MiniLM-L6-v2 + Qdrant/bm25, RRF, top 10" in first_stage
     # RRF at k=2: first on both sides scores 1/2 + 1/2; first on one side alone 1/2.

@@ -1,20 +1,15 @@
-"""The [CLS]-pruned graph: small ONNX graphs built here, torch exports, and the real stand-in."""
+"""The [CLS] pruning rewrite: small ONNX graphs built here, torch exports, the real models."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from fastembed.rerank.cross_encoder import TextCrossEncoder
 from onnx import TensorProto, helper, numpy_helper
 
-import offline_models
-from llama_index_fastembed_rerank import FastEmbedRerank, pruned_graph
-from llama_index_fastembed_rerank.pruned_graph import use_pruned_graph
 from llama_index_fastembed_rerank.pruning import prune_to_cls
 
 DATA = Path(__file__).parent / "data"
@@ -139,65 +134,3 @@ def test_torch_exports_prune_to_equal_logits(export):
     if "token_type_ids" in names:
         inputs["token_type_ids"] = np.zeros_like(ids)
     np.testing.assert_allclose(run(pruned, **inputs)[0], run(model, **inputs)[0], atol=1e-5)
-
-
-@pytest.fixture
-def fresh_encoder(offline_cache) -> TextCrossEncoder:
-    """A TextCrossEncoder of its own, on the published (unpruned) stand-in graph."""
-    return TextCrossEncoder(
-        offline_models.STANDIN_RERANK_MODEL, cache_dir=str(offline_cache), local_files_only=True
-    )
-
-
-def test_real_pruned_graph_scores_equal_fastembeds(fresh_encoder, real_cross_encoder, caplog):
-    query = "A story about a strong historically significant female figure."
-    texts = [" ".join(["word"] * n) + " Jeanne d'Arc" for n in (1, 30, 120, 400, 700)]
-    published = list(real_cross_encoder.rerank(query, texts, batch_size=2))
-    session = fresh_encoder.model.model
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
-        assert use_pruned_graph(fresh_encoder)
-    assert fresh_encoder.model.model is not session
-    assert "15 ONNX ops of the last layer now run on [CLS] only" in caplog.text
-    np.testing.assert_allclose(
-        list(fresh_encoder.rerank(query, texts, batch_size=2)), published, atol=1e-5
-    )
-
-
-def test_real_graph_that_scores_differently_is_not_used(
-    fresh_encoder, real_cross_encoder, monkeypatch, caplog
-):
-    def prune_wrongly(model: onnx.ModelProto) -> int:
-        count = prune_to_cls(model)
-        bias = next(t for t in model.graph.initializer if t.name == "classifier.bias")
-        bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 1, bias.name))
-        return count
-
-    monkeypatch.setattr(pruned_graph, "prune_to_cls", prune_wrongly)
-    with caplog.at_level(logging.WARNING, logger=pruned_graph.__name__):
-        assert not use_pruned_graph(fresh_encoder)
-    assert "scored differently on the probe (output 0 differs by up to 1.00e+00)" in caplog.text
-    # The published graph is back in use: fastembed's own scores, not the shifted ones.
-    texts = ["Jeanne d'Arc", "a story about a strong female figure in history"]
-    np.testing.assert_allclose(
-        list(fresh_encoder.rerank("a query", texts)),
-        list(real_cross_encoder.rerank("a query", texts)),
-        atol=1e-6,
-    )
-
-
-def test_real_reranker_options_choose_the_graph(standin_reranker, real_cross_encoder):
-    texts = [" ".join(["word"] * n) for n in (3, 50, 300)]
-    published = list(real_cross_encoder.rerank("a query", texts))
-    pruned = standin_reranker.score("a query", texts)
-    plain = standin_reranker.model_copy(update={"optimize_graph": False})
-    # Different graphs are different shared models; both give fastembed's scores.
-    assert plain._encoder() is not standin_reranker._encoder()
-    np.testing.assert_allclose(pruned, published, atol=1e-5)
-    np.testing.assert_allclose(plain.score("a query", texts), published, atol=1e-5)
-
-
-def test_an_engine_without_an_onnx_session_keeps_its_graph(fake_encoder, caplog):
-    reranker = FastEmbedRerank(top_n=1)
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
-        reranker.warm_up()
-    assert "ONNX graph kept as published (no ONNX Runtime session)" in caplog.text

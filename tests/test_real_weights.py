@@ -7,9 +7,11 @@ plumbing, batching and agreement with ``TextCrossEncoder.rerank``, never relevan
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,30 @@ def test_real_rerank_instances_share_one_loaded_model(reranker, offline_cache):
     assert twin._engine.loaded[1] is reranker._engine.loaded[1]
 
 
+def test_real_rerank_per_request_instances_load_the_model_once(offline_cache):
+    def serve_one_request() -> weakref.ref:
+        reranker = FastEmbedRerank(
+            offline_models.STANDIN_RERANK_MODEL,
+            cache_dir=str(offline_cache),
+            local_files_only=True,
+            threads=1,  # a configuration no other test holds
+        )
+        reranker.postprocess_nodes(make_nodes(TEXTS[:3]), query_str=QUERY)
+        return weakref.ref(reranker._engine.loaded[1])
+
+    models = []
+    for _ in range(10):
+        models.append(serve_one_request())
+        gc.collect()
+    first = models[0]()
+    assert first is not None
+    assert all(m() is first for m in models)
+    del first
+    FastEmbedRerank.release_models()
+    gc.collect()
+    assert models[0]() is None  # freed
+
+
 def test_real_rerank_async_equals_sync(reranker):
     nodes = make_nodes(TEXTS)
     sync = reranker.postprocess_nodes(nodes, query_str=QUERY)
@@ -137,9 +163,10 @@ def test_real_rerank_emits_balanced_events(reranker, events):
     assert end.nodes == out
 
 
-def test_real_rerank_loads_from_specific_model_path(offline_cache, real_cross_encoder):
-    folder = offline_cache.parent / "standin-cross-encoder"
-    direct = FastEmbedRerank(offline_models.STANDIN_RERANK_MODEL, specific_model_path=str(folder))
+def test_real_rerank_loads_from_specific_model_path(standin_folder, real_cross_encoder):
+    direct = FastEmbedRerank(
+        offline_models.STANDIN_RERANK_MODEL, specific_model_path=str(standin_folder)
+    )
     np.testing.assert_allclose(
         direct.score(QUERY, TEXTS[:4]),
         list(real_cross_encoder.rerank(QUERY, TEXTS[:4])),

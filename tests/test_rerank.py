@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import math
 import pickle
 import threading
 import time
+import weakref
 
 import pytest
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
@@ -17,7 +19,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from conftest import ROUND_TRIPS, make_nodes
-from llama_index_fastembed_rerank import FastEmbedRerank
+from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
 
 QUERY = "what is it"
 
@@ -70,6 +72,7 @@ def test_rerank_warm_up_forwards_engine_options(fake_encoder):
         "local_files_only": True,
         "specific_model_path": None,
         "enable_cpu_mem_arena": False,
+        "lazy_load": True,  # the [CLS]-pruned graph is loaded in place of the published one
     }
 
 
@@ -78,6 +81,8 @@ NON_DEFAULTS = {
     "top_n": None,
     "batch_size": 7,
     "max_batch_tokens": 300,
+    "long_documents": "max",
+    "max_windows": 3,
     "metadata_mode": MetadataMode.LLM,
     "keep_retrieval_score": True,
     "score_threshold": -1.5,
@@ -137,6 +142,8 @@ def test_rerank_rejects_top_n_below_one(top_n):
     [
         ({"batch_size": 0}, "batch_size"),
         ({"max_batch_tokens": 0}, "max_batch_tokens"),
+        ({"long_documents": "mean"}, r"long_documents\n  Input should be 'truncate' or 'max'"),
+        ({"max_windows": 0}, "max_windows"),
         ({"threads": 0}, "threads"),
         ({"model": "Xenova/ms-marco-MiniLM-L-6"}, "Did you mean 'Xenova/ms-marco-MiniLM-L-6-v2'"),
         ({"model_kwargs": {"threads": 2}}, r"pass threads=\.\.\. directly"),
@@ -146,6 +153,8 @@ def test_rerank_rejects_top_n_below_one(top_n):
     ids=[
         "batch_size",
         "max_batch_tokens",
+        "long_documents",
+        "max_windows",
         "threads",
         "unknown-model",
         "duplicate-option",
@@ -398,6 +407,40 @@ def test_rerank_instances_with_the_same_options_share_one_model(fake_encoder):
     assert [e.kwargs["threads"] for e in fake_encoder.instances] == [1, 2]
 
 
+def test_rerank_per_request_instances_load_the_model_once(fake_encoder):
+    fake_encoder.keep_instances = False
+    for _ in range(10):
+        reranker = FastEmbedRerank(top_n=1)
+        reranker.postprocess_nodes(make_nodes(["a b", "a"]), query_str=QUERY)
+        del reranker
+        gc.collect()
+    assert len(fake_encoder.loads) == 1
+
+
+def test_rerank_keeps_the_three_models_last_handed_out(fake_encoder):
+    fake_encoder.keep_instances = False
+    for threads in (1, 2, 3, 4, 1, 4):
+        FastEmbedRerank(threads=threads).warm_up()
+        gc.collect()
+    # 1 was let go when 4 came: it loads again; 4 was still kept.
+    assert [kwargs["threads"] for kwargs in fake_encoder.loads] == [1, 2, 3, 4, 1]
+
+
+def test_rerank_release_models_frees_the_models_no_instance_holds(fake_encoder):
+    fake_encoder.keep_instances = False
+    held = FastEmbedRerank(threads=1)
+    models = [weakref.ref(held._encoder()), weakref.ref(FastEmbedRerank(threads=2)._encoder())]
+    FastEmbedEmbedding.release_models()  # another class's: the reranker models stay
+    gc.collect()
+    assert all(m() is not None for m in models)
+    FastEmbedRerank.release_models()
+    gc.collect()
+    assert models[0]() is not None  # an instance still holds it
+    assert models[1]() is None
+    FastEmbedRerank(threads=2).warm_up()
+    assert [kwargs["threads"] for kwargs in fake_encoder.loads] == [1, 2, 2]
+
+
 def test_rerank_reloads_after_an_engine_option_changes(fake_encoder):
     reranker = FastEmbedRerank(threads=1)
     reranker.warm_up()
@@ -455,3 +498,66 @@ def test_rerank_specific_model_path_without_the_model_file(tmp_path):
     with pytest.raises(ValueError, match=r"has no onnx/model\.onnx") as error:
         reranker.warm_up()
     assert str(tmp_path / "onnx" / "model.onnx") in str(error.value)
+
+
+# --- long documents ---------------------------------------------------------------------------
+
+WORDS = [f"w{i}" for i in range(20)]
+LONG = " ".join(WORDS)
+# With a 12-token window and the one-word query "q" ([CLS] q [SEP] ... [SEP]), 8 words fit
+# beside the query; windows overlap by at least a quarter of that, 2 words.
+WINDOWS = [" ".join(WORDS[0:8]), " ".join(WORDS[6:14]), " ".join(WORDS[12:20])]
+
+
+@pytest.fixture
+def small_window(fake_encoder, monkeypatch):
+    monkeypatch.setattr(fake_encoder, "window", 12)
+    return fake_encoder
+
+
+def test_rerank_max_scores_a_long_document_by_its_best_window(small_window):
+    small_window.scores = {WINDOWS[0]: 1.0, WINDOWS[1]: 5.0, WINDOWS[2]: -2.0, LONG: 0.5}
+    reranker = FastEmbedRerank(top_n=None, long_documents="max", max_batch_tokens=None)
+    out = reranker.postprocess_nodes(make_nodes([LONG, "a b"]), query_str="q")
+    assert [(n.node.node_id, n.score) for n in out] == [("node-0", 5.0), ("node-1", 2.0)]
+    (call,) = small_window.instances[0].calls
+    assert call[1] == ["a b", *WINDOWS]  # in one length-sorted batch with the other pairs
+
+
+def test_rerank_truncate_scores_the_whole_text_as_fastembed_does(small_window):
+    small_window.scores = {WINDOWS[1]: 5.0, LONG: 0.5}
+    with pytest.warns(UserWarning, match=r"pass long_documents='max' to score long documents"):
+        scores = FastEmbedRerank(top_n=None).score("q", [LONG, "a b"])
+    assert scores == [0.5, 2.0]
+    assert small_window.instances[0].calls[0][1] == ["a b", LONG]
+
+
+def test_rerank_documents_that_fit_score_alike_under_every_setting(small_window):
+    texts = ["a b c", "a", "a b c d e f g h"]  # the longest fills the window exactly
+    truncate = FastEmbedRerank(top_n=None).score("q", texts)
+    longest = FastEmbedRerank(top_n=None, long_documents="max").score("q", texts)
+    assert truncate == longest == [3.0, 1.0, 8.0]
+    first, second = small_window.instances[0].calls
+    assert first[1] == second[1]
+
+
+def test_rerank_max_windows_caps_the_windows_and_says_so(small_window):
+    small_window.scores = {WINDOWS[0]: 1.0, WINDOWS[1]: -1.0, WINDOWS[2]: 9.0}
+    reranker = FastEmbedRerank(top_n=None, long_documents="max", max_windows=2)
+    with pytest.warns(
+        UserWarning,
+        match=r"^1 of 2 documents needed more than max_windows=2 windows of 8 tokens beside the "
+        r"query: their text after window 2 was not scored; raise max_windows",
+    ) as caught:
+        scores = reranker.score("q", [LONG, "a"])
+    assert scores == [1.0, 1.0]
+    assert caught[0].filename == __file__
+    scored = [d for call in small_window.instances[0].calls for d in call[1]]
+    assert WINDOWS[2] not in scored
+
+
+def test_rerank_max_with_a_query_that_fills_the_window(small_window):
+    query = " ".join(["q"] * 12)
+    with pytest.warns(UserWarning, match="the query fills the 12-token window"):
+        scores = FastEmbedRerank(top_n=None, long_documents="max").score(query, [LONG])
+    assert scores == [20.0]  # the whole text went to fastembed, as under "truncate"
