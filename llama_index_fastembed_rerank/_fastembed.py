@@ -9,7 +9,9 @@ texts. This package also reads what sits behind it, as laid out in fastembed 0.9
   (``_build_onnx_input``) and output names (``ONNX_OUTPUT_NAMES``), to run batches from one
   tokenization;
 - where the model's files are (``_model_dir``, ``model_description``) and how fastembed
-  builds a session (``load_onnx_model``), to load a [CLS]-pruned copy of the graph instead.
+  builds a session (``load_onnx_model``), to load a [CLS]-pruned copy of the graph instead;
+- which output of the session fastembed reads (``ONNX_OUTPUT_NAMES``), to tell a graph of
+  the wrong kind of model on load, and how it reads ``tokenizer.json``, to name a damaged one.
 
 Each accessor returns None where fastembed is not laid out so; callers then fall back to the
 public API: ``TextCrossEncoder.rerank`` scores, on the published graph that fastembed loads
@@ -142,3 +144,30 @@ def drop_session(engine: object) -> None:
 def is_missing_model_error(error: BaseException) -> bool:
     """Whether ``error`` is fastembed's: the model is neither in the cache nor downloadable."""
     return isinstance(error, ValueError) and str(error).startswith(_MISSING_MODEL_ERROR)
+
+
+def output_shape(engine: object) -> list[int | str | None] | None:
+    """Return the shape of the session output fastembed reads (a name for each dynamic axis).
+
+    None where the engine has no ONNX Runtime session (BM25, a static model) or fastembed
+    reads an output the session does not have.
+    """
+    run_session = session(engine)
+    if run_session is None:
+        return None
+    wanted = getattr(getattr(engine, "model", None), "ONNX_OUTPUT_NAMES", None)
+    outputs = run_session.get_outputs()
+    if wanted:
+        outputs = [o for o in outputs if o.name == wanted[0]]
+    return list(outputs[0].shape) if outputs else None
+
+
+def tokenizer_file_damage(path: Path) -> str:
+    """Return why fastembed's tokenizer library cannot load ``path``, or '' if it can."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizer raises a bare Exception
+        return f"the tokenizer library cannot read it: {e}"
+    return ""

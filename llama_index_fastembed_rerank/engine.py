@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tempfile
 import textwrap
 import threading
@@ -261,17 +262,78 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
             )
             raise ValueError(msg)
     try:
-        return engine_class(model_name, **kwargs)  # type: ignore[call-arg]
-    except ValueError as e:
-        # fastembed's own message names neither the place it looked nor the fix.
-        if not _fastembed.is_missing_model_error(e):
+        engine = engine_class(model_name, **kwargs)  # type: ignore[call-arg]
+    except Exception as e:
+        # fastembed's, onnxruntime's and the tokenizer's own errors name neither the model
+        # nor the fix, and some not even the file.
+        problem = _load_problem(e, description, kwargs)
+        if problem is None:
             raise
-        cache = Path(kwargs["cache_dir"]) if kwargs.get("cache_dir") else default_cache_dir()
+        msg = f"Could not load {engine_class.__name__} model {model_name!r}: {problem}"
+        raise ValueError(msg) from e
+    wrong_kind = _wrong_kind(engine_class.__name__, description, _fastembed.output_shape(engine))
+    if wrong_kind:
+        files = _fastembed.model_files(engine)
+        graph = f"its ONNX graph {files[0]}" if files else "its ONNX graph"
+        msg = (
+            f"Could not load {engine_class.__name__} model {model_name!r}: {graph} "
+            f"{wrong_kind}. The file is another model's: {_fix_files(description, kwargs)}"
+        )
+        raise ValueError(msg)
+    return engine
+
+
+def _cache_dir(kwargs: dict[str, Any]) -> tuple[Path, str]:
+    """Return the cache fastembed uses for ``kwargs``, and the setting that chose it."""
+    if kwargs.get("cache_dir"):
+        return Path(kwargs["cache_dir"]), "cache_dir"
+    if os.environ.get("FASTEMBED_CACHE_PATH"):
+        return default_cache_dir(), "FASTEMBED_CACHE_PATH"
+    return default_cache_dir(), "fastembed's default cache"
+
+
+def _snapshot(description: dict[str, Any], kwargs: dict[str, Any]) -> Path | None:
+    """Return the folder fastembed loads the model's files from, where it can be told."""
+    if kwargs.get("specific_model_path"):
+        return Path(kwargs["specific_model_path"])
+    hf_repo = description["sources"].get("hf")
+    if not hf_repo:
+        return None
+    repo = hub_cache_folder(_cache_dir(kwargs)[0], hf_repo)
+    try:
+        return repo / "snapshots" / (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+
+
+def _fix_files(description: dict[str, Any], kwargs: dict[str, Any]) -> str:
+    """Say how to replace the model's files, wherever fastembed loads them from."""
+    model_name, hf_repo = description["model"], description["sources"].get("hf")
+    source = f" (from the repository {hf_repo})" if hf_repo else ""
+    if kwargs.get("specific_model_path"):
+        return (
+            f"put {model_name}'s own files{source} in "
+            f"specific_model_path={kwargs['specific_model_path']!r}."
+        )
+    where = hub_cache_folder(_cache_dir(kwargs)[0], hf_repo) if hf_repo else _cache_dir(kwargs)[0]
+    return (
+        f"delete {where} and load the model again with internet access, so that fastembed "
+        f"downloads it afresh, or import a good copy{source} with `python -m "
+        f"llama_index_fastembed_rerank import-model DIR {model_name}`."
+    )
+
+
+def _load_problem(
+    error: Exception, description: dict[str, Any], kwargs: dict[str, Any]
+) -> str | None:
+    """Say what went wrong in a failed load and how to fix it; None where it cannot be told."""
+    model_name = description["model"]
+    if _fastembed.is_missing_model_error(error):
+        cache = _cache_dir(kwargs)[0]
         hf_repo = description["sources"].get("hf")
         where = str(hub_cache_folder(cache, hf_repo)) if hf_repo else str(cache)
-        msg = (
-            f"Could not load {engine_class.__name__} model {model_name!r}: it is not in the "
-            f"cache at {where}"
+        return (
+            f"it is not in the cache at {where}"
             + (f" and the model hub (repository {hf_repo}) was not reachable" if hf_repo else "")
             + ". Fix it in one of these ways: run once with internet access so fastembed "
             "downloads it; set cache_dir= (or FASTEMBED_CACHE_PATH) to a cache that holds it; "
@@ -279,7 +341,82 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
             "import a local copy with `python -m llama_index_fastembed_rerank import-model "
             f"DIR {model_name}`."
         )
-        raise ValueError(msg) from e
+    if isinstance(error, OSError) and error.filename:
+        cache, setting = _cache_dir(kwargs)
+        place = Path(error.filename)
+        if place == cache or cache in place.parents or place in cache.parents:
+            reason = (
+                "it is a file, not a folder"
+                if cache.exists() and not cache.is_dir()
+                else f"{error.strerror}: {place}"
+            )
+            return (
+                f"the model cache {cache} ({setting}) cannot be used: {reason}. Pass cache_dir= "
+                f"a folder this process can create and write in, or set FASTEMBED_CACHE_PATH "
+                f"to one."
+            )
+        return f"{error.strerror}: {place}. Make the model's files readable by this process."
+    folder = _snapshot(description, kwargs)
+    if type(error).__module__.startswith("onnxruntime"):
+        found = re.search(r"Load model from (.+?) failed", str(error))
+        onnx_file = found.group(1) if found else str(folder / description["model_file"])
+        return (
+            f"ONNX Runtime cannot read its model file {onnx_file} ({error}). The file is "
+            f"damaged or incomplete: {_fix_files(description, kwargs)}"
+        )
+    for path in sorted(folder.glob("*.json")) if folder and folder.is_dir() else []:
+        damage = _json_damage(path)
+        if damage:
+            return f"{path} is damaged ({damage}): {_fix_files(description, kwargs)}"
+    return None
+
+
+def _json_damage(path: Path) -> str:
+    """Return what is wrong with a JSON file fastembed reads, or '' if nothing is."""
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"not valid JSON: {e}"
+    if path.name == "tokenizer.json":
+        return _fastembed.tokenizer_file_damage(path)
+    return ""
+
+
+def _wrong_kind(engine_name: str, description: dict[str, Any], shape: list[Any] | None) -> str:
+    """Say how the shape of a model's output shows another kind of model, or '' if it does not.
+
+    Only dimensions the graph fixes count; named (dynamic) ones fit anything.
+    """
+    if shape is None:
+        return ""
+    fixed = [d if isinstance(d, int) else None for d in shape]
+    shown_shape = "[" + ", ".join(str(d) for d in shape) + "]"
+    if engine_name == "TextCrossEncoder" and (len(shape) != 2 or fixed[1] not in (1, None)):
+        return (
+            f"returns {shown_shape}, where a cross-encoder returns one score per "
+            f"query-document pair ([batch, 1]); an embedding model returns vectors"
+        )
+    dim = description.get("dim")
+    if engine_name == "TextEmbedding" and (
+        len(shape) not in (2, 3) or (dim and fixed[-1] not in (dim, None))
+    ):
+        return (
+            f"returns {shown_shape}, where {description['model']} returns {dim}-number vectors "
+            f"([batch, tokens, {dim}] or [batch, {dim}]); a cross-encoder returns one score "
+            f"per pair ([batch, 1])"
+        )
+    vocab = description.get("vocab_size")
+    splade = not description.get("requires_idf") and vocab
+    if (
+        engine_name == "SparseTextEmbedding"
+        and splade
+        and (len(shape) != 3 or fixed[-1] not in (vocab, None))
+    ):
+        return (
+            f"returns {shown_shape}, where a SPLADE model returns a weight for each of its "
+            f"{vocab} vocabulary words per token ([batch, tokens, {vocab}])"
+        )
+    return ""
 
 
 class FastEmbedEmbeddingOptions(FastEmbedEngineOptions):

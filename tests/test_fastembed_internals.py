@@ -201,3 +201,25 @@ def test_this_file_is_the_only_one_reading_fastembeds_private_parts():
             continue
         text = path.read_text()
         assert not [p for p in private if p in text], path.name
+
+
+# --- what load errors read -----------------------------------------------------------------------
+
+
+def test_output_shape_is_the_output_fastembed_reads(
+    real_cross_encoder, real_text_embedding, real_splade_embedding, real_sparse_embedding
+):
+    assert _fastembed.output_shape(real_cross_encoder) == ["batch", 1]
+    assert _fastembed.output_shape(real_text_embedding) == ["batch", "sequence", 384]
+    assert _fastembed.output_shape(real_splade_embedding)[-1] == 30522
+    assert _fastembed.output_shape(real_sparse_embedding) is None  # BM25 has no ONNX graph
+    scores = list(real_cross_encoder.rerank(QUERY, TEXTS[:2]))
+    assert np.shape(scores) == (2,)  # one logit per pair, as [batch, 1] says
+
+
+def test_tokenizer_file_damage_is_what_the_tokenizer_library_says(offline_cache, tmp_path):
+    good = offline_cache.parent / "standin-cross-encoder" / "tokenizer.json"
+    assert _fastembed.tokenizer_file_damage(good) == ""
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"version": "1.0"}')
+    assert "the tokenizer library cannot read it" in _fastembed.tokenizer_file_damage(bad)
