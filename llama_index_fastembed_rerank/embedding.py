@@ -44,6 +44,9 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
         protected_namespaces=("pydantic_model_",),
     )
 
+    _engine_class = TextEmbedding
+    _model_field = "model_name"
+
     model_name: str = Field(
         default=DEFAULT_EMBED_MODEL,
         description="A text embedding model from `TextEmbedding.list_supported_models()`.",

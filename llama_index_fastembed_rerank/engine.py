@@ -13,13 +13,22 @@ import re
 import tempfile
 import textwrap
 import threading
+import types
+import typing
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fastembed.common.types import Device
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from . import _fastembed
 
@@ -109,6 +118,24 @@ def hub_cache_folder(cache_dir: Path, hf_repo: str) -> Path:
     return cache_dir / ("models--" + hf_repo.replace("/", "--"))
 
 
+def raw_field(cls: type[BaseModel], data: dict[str, Any], name: str) -> Any:  # noqa: ANN401
+    """Return field ``name`` from a "before" validator's raw ``data``, or its default."""
+    if name in data:
+        return data[name]
+    return cls.model_fields[name].get_default(call_default_factory=True)
+
+
+def _takes_numbers(annotation: Any) -> str:  # noqa: ANN401 - any type annotation
+    """Return "one" for a number field, "list" for a list of numbers, "" otherwise."""
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    for option in args or (annotation,):
+        if option in (int, float):
+            return "one"
+        if typing.get_origin(option) is list and set(typing.get_args(option)) & {int, float}:
+            return "list"
+    return ""
+
+
 class _EngineSlot:
     """Holds the loaded engine; copies and pickles come back empty and reload on first use.
 
@@ -165,6 +192,9 @@ class FastEmbedEngineOptions(BaseModel):
     )
 
     _engine: _EngineSlot = PrivateAttr(default_factory=_EngineSlot)
+    # Set by each class: the fastembed class it runs, and the field that names the model.
+    _engine_class: ClassVar[type[Any]]
+    _model_field: ClassVar[str]
 
     @model_validator(mode="before")
     @classmethod
@@ -178,6 +208,19 @@ class FastEmbedEngineOptions(BaseModel):
                 msg = f"class_name {name!r} does not describe a {expected}: load it with {name}"
                 raise ValueError(msg)
         return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:  # noqa: ANN401
+        # pydantic takes True for 1; a bool where a count or a score is meant is a mistake.
+        field = cls.model_fields.get(info.field_name or "")
+        takes = _takes_numbers(field.annotation) if field is not None else ""
+        if (takes == "one" and isinstance(value, bool)) or (
+            takes == "list" and isinstance(value, list) and any(isinstance(v, bool) for v in value)
+        ):
+            msg = f"{info.field_name} takes numbers, not booleans: got {value!r}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("model_kwargs")
     @classmethod
@@ -197,6 +240,34 @@ class FastEmbedEngineOptions(BaseModel):
                 )
                 raise ValueError(msg)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_model_kwargs(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        # fastembed passes unknown options on and ignores them: a misspelt one would go unseen.
+        # A "before" validator sees an assignment before it is made (an "after" one would
+        # leave the refused value in place).
+        if not isinstance(data, dict):
+            return data
+        model_name, model_kwargs = raw_field(cls, data, cls._model_field), data.get("model_kwargs")
+        if not isinstance(model_name, str) or not isinstance(model_kwargs, dict):
+            return data  # the fields' own validation reports it
+        found = _fastembed.engine_options(cls._engine_class, model_name)
+        if found is None:
+            return data
+        model_class, options = found
+        options = options - set(_FIELD_OPTIONS) - set(_RESERVED_KWARGS)
+        for key in model_kwargs:
+            if key not in options and key not in _FIELD_OPTIONS + _RESERVED_KWARGS:
+                close = difflib.get_close_matches(str(key), options, n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                msg = (
+                    f"model_kwargs[{key!r}] is not an option of fastembed's "
+                    f"{model_class.__name__}, which runs {model_name!r}: fastembed would "
+                    f"silently ignore it. {hint}Its options: {', '.join(sorted(options))}"
+                )
+                raise ValueError(msg)
+        return data
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments the fastembed class is built with."""

@@ -67,6 +67,9 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         validate_assignment=True, arbitrary_types_allowed=True, extra="forbid"
     )
 
+    _engine_class = TextCrossEncoder
+    _model_field = "model"
+
     model: str = Field(
         default=DEFAULT_RERANK_MODEL,
         description="A cross-encoder from `TextCrossEncoder.list_supported_models()`.",
@@ -134,6 +137,17 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     def _positive_top_n(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             msg = f"top_n must be >= 1, or None to return every node re-sorted; got {value}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("score_threshold")
+    @classmethod
+    def _comparable_threshold(cls, value: float | None) -> float | None:
+        if value is not None and math.isnan(value):
+            msg = (
+                "score_threshold must be a number or None, got nan: no score is >= NaN, so "
+                "every node would be dropped; pass None to keep every node"
+            )
             raise ValueError(msg)
         return value
 
