@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from . import _fastembed
 from .engine import FastEmbedEngineOptions, document_options, find_model
+from .inputs import checked_list, checked_text, shown
 from .pruned_graph import use_pruned_graph
 
 DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
@@ -46,9 +47,10 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     """Rerank retrieved nodes with a local fastembed cross-encoder (ONNX, no PyTorch).
 
     Each node's text is scored against the query by ``TextCrossEncoder``; the nodes come back
-    as new ``NodeWithScore`` objects, highest score first (ties keep their input order). The
-    caller's nodes, scores and metadata are never changed. The model loads on first use,
-    once per process for each model and engine options.
+    as new ``NodeWithScore`` objects, highest score first (ties keep their input order). A
+    node with no text to score (an image node, an empty text) gets the score None and comes
+    after every scored node. The caller's nodes, scores and metadata are never changed. The
+    model loads on first use, once per process for each model and engine options.
 
     Example:
         ```python
@@ -170,13 +172,18 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        if query_bundle is None or not query_bundle.query_str.strip():
+        if isinstance(query_bundle, str):  # postprocess_nodes(nodes, "query"), positionally
+            query_bundle = QueryBundle(query_bundle)
+        if query_bundle is not None and not isinstance(query_bundle, QueryBundle):
             msg = (
-                f"FastEmbedRerank needs a non-empty query, got {query_bundle!r}: call "
-                f"postprocess_nodes(nodes, query_str=...) or pass a query_bundle"
+                f"query_bundle must be a QueryBundle, got {shown(query_bundle)}: call "
+                f"postprocess_nodes(nodes, query_str=...)"
             )
-            raise ValueError(msg)
-        query = query_bundle.query_str
+            raise TypeError(msg)
+        query = _query_text(None if query_bundle is None else query_bundle.query_str)
+        nodes = checked_list(
+            "nodes", nodes, NodeWithScore, "wrap each node as NodeWithScore(node=..., score=...)"
+        )
         dispatcher.event(
             ReRankStartEvent(
                 query=query_bundle,
@@ -201,17 +208,21 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
 
     def _rerank(self, query: str, nodes: list[NodeWithScore]) -> list[NodeWithScore]:
         texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
-        unique = list(dict.fromkeys(texts))  # identical texts are scored once
-        by_text = dict(zip(unique, self.score(query, unique), strict=True))
-        scored = [self._rescored(n, by_text[t]) for n, t in zip(nodes, texts, strict=True)]
+        # A node without text (an image, an empty chunk) cannot be judged by a text model: a
+        # score for "" would be the model's guess, and could rank it first.
+        unique = list(dict.fromkeys(t for t in texts if t.strip()))  # scored once each
+        by_text: dict[str, float | None] = dict(zip(unique, self.score(query, unique), strict=True))
+        rescored = [self._rescored(n, by_text.get(t)) for n, t in zip(nodes, texts, strict=True)]
+        scored = [n for n in rescored if n.score is not None]
         # sorted() is stable with reverse=True: ties keep their input order.
         scored.sort(key=lambda n: n.score, reverse=True)  # type: ignore[arg-type, return-value]
-        kept = scored[: self.top_n]
+        kept = [*scored, *(n for n in rescored if n.score is None)][: self.top_n]
         if self.score_threshold is not None:
-            kept = [n for n in kept if n.score >= self.score_threshold]  # type: ignore[operator]
+            threshold = self.score_threshold
+            kept = [n for n in kept if n.score is not None and n.score >= threshold]
         return kept
 
-    def _rescored(self, old: NodeWithScore, score: float) -> NodeWithScore:
+    def _rescored(self, old: NodeWithScore, score: float | None) -> NodeWithScore:
         node = old.node
         if self.keep_retrieval_score:
             # A copy, so the caller's node (often shared with a docstore) stays as it was.
@@ -224,13 +235,19 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
             )
         return NodeWithScore(node=node, score=score)
 
-    def score(self, query: str, texts: list[str]) -> list[float]:
+    def score(self, query: str, texts: Iterable[str]) -> list[float]:
         """Score each text against the query, in input order, on this reranker's scale.
 
         Pairs are ordered by length and batched within ``batch_size`` and
         ``max_batch_tokens``, so each ONNX run pads only to the longest pair of its own batch;
-        the scores equal ``TextCrossEncoder.rerank``'s.
+        the scores equal ``TextCrossEncoder.rerank``'s, an empty text's included.
+
+        Raises:
+            ValueError: The query is empty.
+            TypeError: The query is not a string, or ``texts`` is not a list of strings.
         """
+        query = _query_text(query, call="score(query, texts)")
+        texts = checked_list("texts", texts, str, "pass a list of strings, e.g. [text]")
         if not texts:
             return []
         logits = _score_pairs(
@@ -243,6 +260,14 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         if self.normalize:
             return [_sigmoid(x) for x in logits]
         return logits
+
+
+def _query_text(query: object, call: str = "postprocess_nodes(nodes, query_str=...)") -> str:
+    """Return the query, if it is a string with some text in it."""
+    if query is None or (isinstance(query, str) and not query.strip()):
+        msg = f"FastEmbedRerank needs a non-empty query, got {query!r}: call {call}"
+        raise ValueError(msg)
+    return checked_text("the query", query)
 
 
 def _with_key(keys: list[str]) -> list[str]:

@@ -11,8 +11,10 @@ from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, Sp
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .engine import FastEmbedEmbeddingOptions, document_options, find_model, raw_field
+from .inputs import checked_list, checked_text
 
 DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
+_TEXTS_FIX = "pass a list of strings, e.g. [text]"
 _BM25 = "qdrant/bm25"
 # fastembed's Bm25 silently uses no stopwords when its language's list is missing, except for
 # Tamil, which has none.
@@ -137,13 +139,30 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
 
     def query_fn(self, texts: list[str]) -> BatchSparseEncoding:
         """Encode queries for QdrantVectorStore's ``sparse_query_fn`` (``query_embed``)."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
         return _split([self.get_query_embedding(text) for text in texts])
 
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[SparseEmbedding]:
+        """Embed documents (any iterable of strings), in input order."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False
+    ) -> list[SparseEmbedding]:
+        """Embed documents (any iterable of strings), in input order, off the event loop."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return await super().aget_text_embedding_batch(texts, show_progress)
+
     def _get_query_embedding(self, query: str) -> SparseEmbedding:
-        return _as_dict(next(iter(self._model().query_embed(query))))
+        query = checked_text("query", query)
+        model = self._model()
+        return _as_dict(next(iter(model.query_embed(query))))
 
     def _get_text_embedding(self, text: str) -> SparseEmbedding:
-        return self._get_text_embeddings([text])[0]
+        return self._get_text_embeddings([checked_text("text", text)])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         model = self._model()

@@ -1,27 +1,43 @@
-"""Bad values at the API of every public class: each gets a clear error that names the
-argument.
+"""Bad values and wrong types at the API of every public class and function: each gets a clear
+error that names the argument, or is accepted as LlamaIndex users pass it.
 
 Load-time faults (broken files, unusable caches) are in test_broken_files.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 from pydantic import ValidationError
 
+from conftest import make_nodes
 from llama_index_fastembed_rerank import (
     FastEmbedEmbedding,
     FastEmbedRerank,
     FastEmbedSparseEmbedding,
+    distribution_based_score_fusion,
+    reciprocal_rank_fusion,
 )
 
+QUERY = "what is it"
 CLASSES = pytest.mark.parametrize(
     "cls",
     [FastEmbedRerank, FastEmbedEmbedding, FastEmbedSparseEmbedding],
     ids=["rerank", "embedding", "sparse"],
 )
+FUSIONS = pytest.mark.parametrize(
+    "fuse", [reciprocal_rank_fusion, distribution_based_score_fusion], ids=["rrf", "dbsf"]
+)
+
+
+def texts_of(nodes: list[NodeWithScore]) -> list[str]:
+    return [n.node.get_content() for n in nodes]
+
+
 # --- values that validation used to let through -----------------------------------------------
 
 
@@ -115,6 +131,203 @@ def test_model_validate_takes_model_dump_back(cls):
     assert cls.model_validate(instance.model_dump()).model_dump() == instance.model_dump()
     with pytest.raises(ValidationError, match="does not describe a"):
         cls.model_validate({**instance.model_dump(), "class_name": "SomethingElse"})
+
+
+@pytest.mark.parametrize("query", ["", "   "], ids=["empty", "blank"])
+def test_rerank_score_refuses_an_empty_query_as_postprocess_nodes_does(fake_encoder, query):
+    reranker = FastEmbedRerank()
+    with pytest.raises(ValueError, match=r"needs a non-empty query.*call score\(query, texts\)"):
+        reranker.score(query, ["a text"])
+    with pytest.raises(ValueError, match="needs a non-empty query"):
+        reranker.postprocess_nodes(make_nodes(["a text"]), query_str=query)
+    assert fake_encoder.instances == []  # refused before the model loads
+
+
+# --- wrong types at the API ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ("abc", r"texts must be a list of str, got str 'abc'"),
+        (["a", 1], r"texts\[1\] is int 1"),
+        (["a", None], r"texts\[1\] is None"),
+        (None, "got None"),
+        (b"abc", "got bytes"),
+    ],
+    ids=["string", "int-item", "none-item", "none", "bytes"],
+)
+def test_rerank_score_refuses_what_is_not_a_list_of_texts(fake_encoder, texts, message):
+    with pytest.raises(TypeError, match=message):
+        FastEmbedRerank().score(QUERY, texts)
+
+
+def test_rerank_score_takes_any_iterable_of_texts(fake_encoder):
+    fake_encoder.scores = {"a": 1.0, "b": 2.0}
+    reranker = FastEmbedRerank()
+    assert reranker.score(QUERY, (t for t in "ab")) == [1.0, 2.0]
+    assert reranker.score(QUERY, ("a", "b")) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("query", [5, None, b"q", ["q"]], ids=["int", "none", "bytes", "list"])
+def test_rerank_score_refuses_a_query_that_is_not_a_string(fake_encoder, query):
+    error = ValueError if query is None else TypeError
+    with pytest.raises(error, match=r"query"):
+        FastEmbedRerank().score(query, ["a"])
+
+
+@pytest.mark.parametrize("top_n", [None, 2], ids=["all", "top-2"])
+def test_rerank_takes_nodes_as_any_iterable(fake_encoder, events, top_n):
+    fake_encoder.scores = {"a": 1.0, "b": 3.0, "c": 2.0}
+    reranker = FastEmbedRerank(top_n=top_n)
+    expected = texts_of(reranker.postprocess_nodes(make_nodes("abc"), query_str=QUERY))
+    assert expected == ["b", "c", "a"][:top_n]
+    for nodes in (
+        iter(make_nodes("abc")),
+        tuple(make_nodes("abc")),
+        (n for n in make_nodes("abc")),
+    ):
+        assert texts_of(reranker.postprocess_nodes(nodes, query_str=QUERY)) == expected
+    starts = [e for e in events if isinstance(e, ReRankStartEvent)]
+    assert all(len(e.nodes) == 3 for e in starts)  # the event saw every node, too
+
+
+async def _apostprocess(reranker, nodes, **kwargs):
+    return await reranker.apostprocess_nodes(nodes, **kwargs)
+
+
+def test_rerank_async_takes_a_generator_too(fake_encoder):
+    fake_encoder.scores = {"a": 1.0, "b": 3.0}
+    out = asyncio.run(
+        _apostprocess(FastEmbedRerank(), (n for n in make_nodes("ab")), query_str=QUERY)
+    )
+    assert texts_of(out) == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        ("abc", "got str 'abc'"),
+        (None, "got None"),
+        ([TextNode(text="a")], r"nodes\[0\] is a TextNode: wrap each node as NodeWithScore"),
+        (make_nodes("a")[0], "got a NodeWithScore"),
+        ({"a": make_nodes("a")[0]}, "got dict"),
+        ([*make_nodes("a"), "b"], r"nodes\[1\] is str 'b'"),
+    ],
+    ids=["string", "none", "text-nodes", "one-node", "dict", "mixed"],
+)
+def test_rerank_refuses_nodes_that_are_not_nodes_with_scores(fake_encoder, events, nodes, message):
+    with pytest.raises(TypeError, match=rf"nodes must be a list of NodeWithScore.*{message}"):
+        FastEmbedRerank().postprocess_nodes(nodes, query_str=QUERY)
+    assert not [e for e in events if isinstance(e, ReRankStartEvent | ReRankEndEvent)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"query_str": 5}, TypeError, "the query must be a str, got int 5"),
+        ({"query_bundle": QueryBundle(query_str=["q"])}, TypeError, "got list"),
+        ({"query_bundle": 5}, TypeError, r"query_bundle must be a QueryBundle, got int 5"),
+    ],
+    ids=["query-str-int", "bundle-of-list", "bundle-int"],
+)
+def test_rerank_refuses_a_query_that_is_not_text(fake_encoder, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        FastEmbedRerank().postprocess_nodes(make_nodes("ab"), **kwargs)
+
+
+def test_rerank_takes_the_query_as_a_string_in_query_bundles_place(fake_encoder):
+    fake_encoder.scores = {"a": 1.0, "b": 3.0}
+    reranker = FastEmbedRerank()
+    assert texts_of(reranker.postprocess_nodes(make_nodes("ab"), QUERY)) == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    "cls", [FastEmbedEmbedding, FastEmbedSparseEmbedding], ids=["dense", "sparse"]
+)
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda e: e.get_text_embedding_batch("abc"), "texts must be a list of str, got str 'abc'"),
+        (lambda e: e.get_text_embedding_batch(["a", 5]), r"texts\[1\] is int 5"),
+        (lambda e: asyncio.run(e.aget_text_embedding_batch("abc")), "got str 'abc'"),
+        (lambda e: e.get_query_embedding(5), "query must be a str, got int 5"),
+        (lambda e: asyncio.run(e.aget_query_embedding(None)), "query must be a str, got None"),
+        (lambda e: e.get_text_embedding(None), "text must be a str, got None"),
+    ],
+    ids=[
+        "batch-string",
+        "batch-int-item",
+        "async-batch-string",
+        "query-int",
+        "async-query-none",
+        "text-none",
+    ],
+)
+def test_embeddings_refuse_what_is_not_text(fake_embedding, fake_sparse, cls, call, message):
+    with pytest.raises(TypeError, match=message):
+        call(cls())
+    assert fake_embedding.instances == fake_sparse.instances == []
+
+
+@pytest.mark.parametrize(
+    "cls", [FastEmbedEmbedding, FastEmbedSparseEmbedding], ids=["dense", "sparse"]
+)
+def test_embeddings_take_documents_as_any_iterable(fake_embedding, fake_sparse, cls):
+    embed = cls()
+    expected = embed.get_text_embedding_batch(["a b", "ccc"])
+    assert embed.get_text_embedding_batch(t for t in ["a b", "ccc"]) == expected
+    assert embed.get_text_embedding_batch(("a b", "ccc")) == expected
+
+
+@pytest.mark.parametrize("fn", ["doc_fn", "query_fn"])
+def test_sparse_store_functions_refuse_a_single_string(fake_sparse, fn):
+    with pytest.raises(TypeError, match="texts must be a list of str, got str 'abc'"):
+        getattr(FastEmbedSparseEmbedding(), fn)("abc")
+
+
+# --- nodes without text -------------------------------------------------------------------------
+
+
+def test_rerank_leaves_nodes_without_text_unscored_and_last(fake_encoder):
+    fake_encoder.scores = {"b": -3.0, "d": 2.0}
+    nodes = [
+        NodeWithScore(node=ImageNode(image="aGVsbG8=", id_="image"), score=0.9),
+        *make_nodes(["b", "", "d", "   \n"], scores=[0.8, 0.7, 0.6, 0.5]),
+    ]
+    out = FastEmbedRerank(top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    assert [n.node.node_id for n in out] == ["node-2", "node-0", "image", "node-1", "node-3"]
+    assert [n.score for n in out] == [2.0, -3.0, None, None, None]
+    scored = [d for call in fake_encoder.instances[0].calls for d in call[1]]
+    assert sorted(scored) == ["b", "d"]  # the model never saw an empty text
+
+
+def test_rerank_scores_an_image_node_by_its_metadata_text(fake_encoder):
+    image = ImageNode(image="aGVsbG8=", metadata={"caption": "a cat on a mat"})
+    out = FastEmbedRerank().postprocess_nodes([NodeWithScore(node=image)], query_str=QUERY)
+    (call,) = fake_encoder.instances[0].calls
+    assert call[1] == [image.get_content(metadata_mode=MetadataMode.EMBED)]
+    assert out[0].score == 6.0  # the fake's score: the words of "caption: a cat on a mat"
+
+
+def test_rerank_nodes_without_text_count_in_top_n_and_fail_any_threshold(fake_encoder):
+    fake_encoder.scores = {"a": -5.0}
+    nodes = make_nodes(["", "a", ""])
+    assert texts_of(FastEmbedRerank(top_n=2).postprocess_nodes(nodes, query_str=QUERY)) == ["a", ""]
+    thresholded = FastEmbedRerank(top_n=None, score_threshold=-math.inf)
+    assert texts_of(thresholded.postprocess_nodes(nodes, query_str=QUERY)) == ["a"]
+
+
+def test_rerank_of_only_nodes_without_text_does_not_load_the_model(fake_encoder):
+    nodes = make_nodes(["", " "], scores=[0.3, 0.2])
+    out = FastEmbedRerank(top_n=None, keep_retrieval_score=True).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
+    assert [(n.score, n.node.metadata) for n in out] == [
+        (None, {"retrieval_score": 0.3}),
+        (None, {"retrieval_score": 0.2}),
+    ]
+    assert fake_encoder.instances == []
 
 
 def test_sparse_refused_stopword_folder_leaves_the_instance_as_it_was(tmp_path):
