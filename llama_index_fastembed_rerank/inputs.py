@@ -1,12 +1,34 @@
-"""Checks of what callers pass in, whose errors name the argument."""
+"""Checks of what callers pass in, whose errors name the argument, and warnings about it.
+
+A warning about the input points at the caller's own line, not at this package or LlamaIndex.
+"""
 
 from __future__ import annotations
 
 import reprlib
+import sys
+import warnings
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TypeVar
 
+import llama_index.core
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+
+from . import _fastembed
+
 T = TypeVar("T")
+
+# Frames in these directories are skipped so that a warning points at the caller's code.
+_INTERNAL_DIRS = tuple(
+    str(Path(path).parent)
+    for path in (
+        __file__,
+        llama_index.core.__file__,
+        sys.modules[type(get_dispatcher(__name__)).__module__].__file__,
+    )
+    if path
+)
 
 
 def shown(value: object) -> str:
@@ -47,3 +69,33 @@ def checked_text(name: str, value: object) -> str:
         msg = f"{name} must be a str, got {shown(value)}"
         raise TypeError(msg)
     return value
+
+
+def caller_stacklevel() -> int:
+    """Return the stacklevel of the first frame outside this package and LlamaIndex core."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def warn_truncated(engine: object, texts: list[str]) -> None:
+    """Warn how many of ``texts`` are longer than the model's window, as fastembed truncates them.
+
+    Nothing is said where the engine has no tokenizer that truncates (BM25, or a fastembed that
+    keeps its tokenizer elsewhere).
+    """
+    tokenizer = _fastembed.tokenizer(engine)
+    if tokenizer is None or not texts:
+        return
+    encodings = tokenizer.encode_batch(texts)
+    truncated = sum(1 for e in encodings if e.overflowing)
+    if truncated:
+        warnings.warn(
+            f"{truncated} of {len(texts)} texts were longer than the "
+            f"{len(encodings[0].ids)}-token window of {getattr(engine, 'model_name', 'the model')} "
+            f"and were truncated as fastembed does (their ends are not embedded); split long "
+            f"documents into smaller chunks to have all of their text embedded",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )

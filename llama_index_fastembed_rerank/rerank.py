@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
-import llama_index.core
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -20,7 +17,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from . import _fastembed
 from .engine import FastEmbedEngineOptions, document_options, find_model
-from .inputs import checked_list, checked_text, shown
+from .inputs import caller_stacklevel, checked_list, checked_text, shown
 from .pruned_graph import use_pruned_graph
 
 DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
@@ -30,16 +27,6 @@ DEFAULT_MAX_BATCH_TOKENS = 512
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 dispatcher = get_dispatcher(__name__)
-# Frames in these directories are skipped so that a warning points at the caller's code.
-_INTERNAL_DIRS = tuple(
-    str(Path(path).parent)
-    for path in (
-        __file__,
-        llama_index.core.__file__,
-        sys.modules[type(dispatcher).__module__].__file__,
-    )
-    if path
-)
 
 
 @document_options
@@ -301,7 +288,7 @@ def _score_pairs(
             f"as fastembed does (the longer text loses its end); split long documents into "
             f"smaller chunks to have all of their text scored",
             UserWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
     lengths = [sum(e.attention_mask) for e in encodings]
     run = _fastembed.session_runner(encoder, encodings, lengths) or (
@@ -331,11 +318,3 @@ def _batches(lengths: list[int], batch_size: int, max_tokens: int | None) -> Ite
         batch.append(row)
     if batch:
         yield batch
-
-
-def _caller_stacklevel() -> int:
-    """Return the stacklevel of the first frame outside this package and LlamaIndex core."""
-    level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
-        level, frame = level + 1, frame.f_back
-    return level

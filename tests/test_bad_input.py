@@ -14,6 +14,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 from pydantic import ValidationError
 
+import offline_models
 from conftest import make_nodes
 from llama_index_fastembed_rerank import (
     FastEmbedEmbedding,
@@ -335,3 +336,44 @@ def test_sparse_refused_stopword_folder_leaves_the_instance_as_it_was(tmp_path):
     with pytest.raises(ValidationError, match="no stopword list"):
         sparse.specific_model_path = str(tmp_path)
     assert sparse.specific_model_path is None
+
+
+# --- texts longer than the model's window -----------------------------------------------------
+
+LONG = " ".join(["a long document about the history of the French capital"] * 60)
+
+
+@pytest.fixture(scope="module")
+def embedder(offline_cache):
+    return FastEmbedEmbedding(
+        offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+def test_real_embedding_warns_how_many_texts_were_truncated(embedder):
+    with pytest.warns(
+        UserWarning, match=r"^1 of 3 texts were longer than the 256-token window"
+    ) as w:
+        embedder.get_text_embedding_batch(["short", LONG, "also short"])
+    assert offline_models.EMBED_MODEL in str(w[0].message)
+    assert w[0].filename == __file__  # points at the caller, not at the package
+    with pytest.warns(UserWarning, match=r"^1 of 1 texts were longer"):
+        embedder.get_query_embedding(LONG)
+
+
+def test_real_embedding_says_nothing_of_texts_that_fit(embedder, recwarn):
+    embedder.get_text_embedding_batch(["short", "a little longer text", ""])
+    embedder.get_query_embedding("a query")
+    assert not [w for w in recwarn if "window" in str(w.message)]
+
+
+def test_real_sparse_warns_for_splade_and_not_for_bm25(splade_model_dir, offline_cache, recwarn):
+    splade = FastEmbedSparseEmbedding(
+        offline_models.SPLADE_MODEL, specific_model_path=str(splade_model_dir)
+    )
+    with pytest.warns(UserWarning, match=r"^1 of 2 texts were longer than the 512-token window"):
+        splade.get_text_embedding_batch([LONG, "short"])
+    recwarn.clear()
+    bm25 = FastEmbedSparseEmbedding(cache_dir=str(offline_cache), local_files_only=True)
+    bm25.get_text_embedding_batch([LONG, "short"])  # BM25 has no window: nothing is cut
+    assert not [w for w in recwarn if "window" in str(w.message)]
