@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import math
 
+import numpy as np
 import pytest
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import VectorStoreQueryResult
 from pydantic import ValidationError
+from qdrant_client import QdrantClient
 
 import offline_models
 from conftest import make_nodes
@@ -21,6 +24,7 @@ from llama_index_fastembed_rerank import (
     FastEmbedRerank,
     FastEmbedSparseEmbedding,
     distribution_based_score_fusion,
+    qdrant_hybrid_store,
     reciprocal_rank_fusion,
 )
 
@@ -329,6 +333,102 @@ def test_rerank_of_only_nodes_without_text_does_not_load_the_model(fake_encoder)
         (None, {"retrieval_score": 0.2}),
     ]
     assert fake_encoder.instances == []
+
+
+# --- fusion ---------------------------------------------------------------------------------
+
+
+def result(*points: tuple[str, object]) -> VectorStoreQueryResult:
+    return VectorStoreQueryResult(
+        nodes=[TextNode(text=i, id_=i) for i, _ in points],
+        similarities=[s for _, s in points],
+        ids=[i for i, _ in points],
+    )
+
+
+@FUSIONS
+@pytest.mark.parametrize("side", ["dense", "sparse"])
+@pytest.mark.parametrize("bad", [None, [], "result"], ids=["none", "list", "string"])
+def test_fusion_refuses_what_is_not_a_query_result(fuse, side, bad):
+    sides = {"dense_result": result(("a", 1.0)), "sparse_result": result(("a", 1.0))}
+    sides[f"{side}_result"] = bad
+    with pytest.raises(TypeError, match=rf"^{side}_result must be a VectorStoreQueryResult"):
+        fuse(**sides)
+
+
+@FUSIONS
+@pytest.mark.parametrize("similarity", [math.inf, -math.inf, math.nan, None, "0.5", True], ids=repr)
+def test_fusion_refuses_similarities_that_are_not_finite_numbers(fuse, similarity):
+    with pytest.raises(ValueError, match=r"the sparse result's similarity 1 is .*must be finite"):
+        fuse(result(("a", 0.5)), result(("b", 2.0), ("c", similarity)))
+
+
+@FUSIONS
+def test_fusion_refuses_an_id_listed_twice_on_one_side(fuse):
+    with pytest.raises(ValueError, match="the dense result lists id 'a' twice"):
+        fuse(result(("a", 0.9), ("b", 0.8), ("a", 0.7)), result())
+
+
+@FUSIONS
+def test_fusion_takes_numpy_numbers(fuse):
+    dense, sparse = result(("a", np.float32(0.9)), ("b", 0.2)), result(("b", np.float64(3.0)))
+    fused = fuse(dense, sparse, alpha=np.float32(0.25), top_k=np.int64(2))
+    assert fused == fuse(result(("a", 0.9), ("b", 0.2)), result(("b", 3.0)), alpha=0.25, top_k=2)
+    assert all(type(s) is float for s in fused.similarities)
+
+
+def test_rrf_takes_a_numpy_k():
+    assert reciprocal_rank_fusion(result(("a", 1.0)), result(), k=np.int64(60)).similarities == [
+        1 / 60
+    ]
+
+
+# --- qdrant_hybrid_store --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"sparse_model": "Qdrant/bm25"},
+            TypeError,
+            r"sparse_model=FastEmbedSparseEmbedding\('Qdrant/bm25'\)",
+        ),
+        ({"fusion": "rrf"}, TypeError, "fusion must be a function such as reciprocal_rank_fusion"),
+        ({"url": "http://localhost:6333"}, ValueError, "either client=/aclient= or url=, not both"),
+        ({"api_key": "secret"}, ValueError, "api_key is used only with url="),
+        (
+            {"client": "http://localhost:6333"},
+            TypeError,
+            r"client must be QdrantClient\(\.\.\.\), got str",
+        ),
+        (
+            {"aclient": QdrantClient(":memory:")},
+            TypeError,
+            r"aclient must be AsyncQdrantClient\(\.\.\.\), got a QdrantClient",
+        ),
+        ({"enable_hybrid": False}, ValueError, "always builds a hybrid store"),
+        ({"sparse_doc_fn": len}, ValueError, "sparse_doc_fn is set by qdrant_hybrid_store"),
+        ({"hybrid_fusion_fn": len}, ValueError, "pass fusion= instead"),
+        ({"fastembed_sparse_model": "Qdrant/bm25"}, ValueError, "pass sparse_model="),
+    ],
+    ids=[
+        "sparse-model-name",
+        "fusion-name",
+        "client-and-url",
+        "api-key-without-url",
+        "client-url-string",
+        "sync-client-as-aclient",
+        "enable-hybrid",
+        "sparse-doc-fn",
+        "hybrid-fusion-fn",
+        "fastembed-sparse-model",
+    ],
+)
+def test_hybrid_store_refuses_arguments_it_would_fail_on_or_ignore(kwargs, error, message):
+    arguments = {"client": QdrantClient(":memory:"), **kwargs}
+    with pytest.raises(error, match=message):
+        qdrant_hybrid_store("c", **arguments)
 
 
 def test_sparse_refused_stopword_folder_leaves_the_instance_as_it_was(tmp_path):
