@@ -44,7 +44,7 @@ _BASE_OPTIONS = frozenset({"local_files_only"})
 
 
 def tokenizer(engine: object) -> Tokenizer | None:
-    """Return the tokenizer of a loaded fastembed ``TextCrossEncoder`` or ``TextEmbedding``.
+    """Return the tokenizer of a loaded fastembed cross-encoder, text or sparse embedding.
 
     It is fastembed's own, set up as fastembed runs the model: it truncates to the model's
     window and pads a batch to its longest text. None where fastembed keeps it elsewhere or

@@ -21,10 +21,10 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
     """Embed queries and documents with a local fastembed model (ONNX, no PyTorch).
 
     Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``,
-    so models that treat the two differently get what they expect. Documents reach fastembed
-    in LlamaIndex batches of ``embed_batch_size`` texts, which fastembed runs in ONNX batches
-    of ``batch_size``. The model loads on first use, once per process for each model and
-    engine options.
+    so models that treat the two differently get what they expect. Documents reach this class
+    in LlamaIndex batches of ``embed_batch_size`` texts, which run in order of token length,
+    in ONNX batches within ``batch_size`` and ``max_batch_tokens``. The model loads on first
+    use, once per process for each model and engine options.
 
     Example:
         ```python
@@ -52,15 +52,6 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
     model_name: str = Field(
         default=DEFAULT_EMBED_MODEL,
         description="A text embedding model from `TextEmbedding.list_supported_models()`.",
-    )
-    # fastembed's default is 256. On 2 CPU cores, 2,000 chunks of ~190 tokens ran 1.6x faster
-    # in batches of 16 (benchmarks/ingest.py): big batches only add padding and memory there.
-    batch_size: int = Field(
-        default=16,
-        ge=1,
-        description=(
-            "Texts per ONNX run (fastembed's `batch_size`); fastest on a CPU, raise it on a GPU."
-        ),
     )
 
     def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, **data: Any) -> None:
@@ -112,17 +103,7 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         engine = self._shared_engine(TextEmbedding, self.model_name)
-        warn_truncated(engine, texts)
-        # fastembed pads a batch to its longest text; in length order each batch holds texts
-        # of about one length. A text's vector does not depend on its batch (masked pooling).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = engine.passage_embed(
-            [texts[i] for i in order], batch_size=self.batch_size, parallel=self.parallel
-        )
-        embeddings: list[Embedding] = [[] for _ in texts]
-        for i, vector in zip(order, vectors, strict=True):
-            embeddings[i] = vector.tolist()
-        return embeddings
+        return [v.tolist() for v in self._embed_passages(engine, texts)]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)

@@ -8,14 +8,17 @@ from __future__ import annotations
 import reprlib
 import sys
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import llama_index.core
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 
 from . import _fastembed
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding
 
 T = TypeVar("T")
 
@@ -79,16 +82,20 @@ def caller_stacklevel() -> int:
     return level
 
 
-def warn_truncated(engine: object, texts: list[str]) -> None:
+def warn_truncated(
+    engine: object, texts: list[str], encodings: Sequence[Encoding] | None = None
+) -> None:
     """Warn how many of ``texts`` are longer than the model's window, as fastembed truncates them.
 
+    ``encodings`` are the texts' from the engine's tokenizer, where the caller has them.
     Nothing is said where the engine has no tokenizer that truncates (BM25, or a fastembed that
     keeps its tokenizer elsewhere).
     """
     tokenizer = _fastembed.tokenizer(engine)
     if tokenizer is None or not texts:
         return
-    encodings = tokenizer.encode_batch(texts)
+    if encodings is None:
+        encodings = tokenizer.encode_batch(texts)
     truncated = sum(1 for e in encodings if e.overflowing)
     if truncated:
         warnings.warn(

@@ -63,9 +63,10 @@ def qdrant_hybrid_store(
         ``index.as_retriever(vector_store_query_mode="hybrid", ...)``.
 
     Raises:
-        ValueError: No client or url was given, or both; an argument this function sets
-            itself was given; or the collection exists with a sparse vector configuration
-            this model cannot use.
+        ValueError: Neither or both of a client and a url were given; an api_key without a
+            url; an argument this function sets itself; or the collection exists with a
+            sparse vector configuration this model cannot use (checked where a sync client
+            is at hand).
         TypeError: ``client``, ``aclient``, ``sparse_model`` or ``fusion`` is of the wrong
             type.
 
@@ -91,6 +92,12 @@ def qdrant_hybrid_store(
 
     _check_arguments(client, aclient, url, api_key, sparse_model, fusion, store_kwargs)
     sparse_model = sparse_model or FastEmbedSparseEmbedding()
+    if url is not None and (client is not None or aclient is not None):
+        msg = (
+            f"qdrant_hybrid_store got both url={url!r} and a client: pass one, the url for a "
+            f"server or the client you made for it"
+        )
+        raise ValueError(msg)
     if client is None and aclient is None:
         if url is None:
             msg = (
@@ -151,9 +158,6 @@ def _check_arguments(
                 f"pass url=... instead"
             )
             raise TypeError(msg)
-    if url is not None and (client is not None or aclient is not None):
-        msg = "pass either client=/aclient= or url=, not both: url would be ignored"
-        raise ValueError(msg)
     if api_key is not None and url is None:
         msg = (
             "api_key is used only with url=...: with client=..., give the key to "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from fastembed.rerank.cross_encoder import TextCrossEncoder
@@ -16,14 +16,12 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from . import _fastembed
+from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
 from .engine import FastEmbedEngineOptions, document_options, find_model
 from .inputs import caller_stacklevel, checked_list, checked_text, shown
 from .pruned_graph import use_pruned_graph
 
 DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
-# Swept on 2 CPU cores, ONNX session alone, MiniLM-L6 pairs of 30 to 512 tokens (100, sorted):
-# 512 tokens a run 2.95x fastembed's loop, 1024 2.85x, 2048 2.59x, 64 pairs uncapped 1.35x.
-DEFAULT_MAX_BATCH_TOKENS = 512
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 dispatcher = get_dispatcher(__name__)
@@ -295,26 +293,7 @@ def _score_pairs(
         lambda rows: encoder.rerank(query, [texts[r] for r in rows], batch_size=len(rows))
     )
     scores = [0.0] * len(texts)
-    for rows in _batches(lengths, batch_size, max_batch_tokens):
+    for rows in length_batches(lengths, batch_size, max_batch_tokens):
         for row, score in zip(rows, run(rows), strict=True):
             scores[row] = float(score)
     return scores
-
-
-def _batches(lengths: list[int], batch_size: int, max_tokens: int | None) -> Iterator[list[int]]:
-    """Yield row indices shortest first, in batches within both limits (at least one row)."""
-    # fastembed pads every batch to its longest pair. Ordering the pairs by token length makes
-    # each batch hold pairs of about one length, so little of the work is padding. Capping
-    # the padded tokens keeps long pairs in small runs: a run's attention scores grow with
-    # pairs x length^2 (800 MB a layer for 64 pairs of 512 tokens), and on a CPU such big
-    # runs measured slower per pair, not faster.
-    batch: list[int] = []
-    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
-        # Rows come shortest first: this one would be the longest, padding all of them to it.
-        too_many_tokens = max_tokens is not None and (len(batch) + 1) * lengths[row] > max_tokens
-        if batch and (len(batch) == batch_size or too_many_tokens):
-            yield batch
-            batch = []
-        batch.append(row)
-    if batch:
-        yield batch

@@ -63,16 +63,6 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
         default=DEFAULT_SPARSE_MODEL,
         description="A sparse model from `SparseTextEmbedding.list_supported_models()`.",
     )
-    # A SPLADE model's output is batch x tokens x its 30,522-word vocabulary: batches of 16
-    # took 4 GiB and ran at half the speed of batches of 4 (SPLADE-tiny, 2 CPU cores).
-    batch_size: int = Field(
-        default=4,
-        ge=1,
-        description=(
-            "Texts per fastembed batch: one ONNX run for neural models, only a unit of work "
-            "for BM25."
-        ),
-    )
 
     def __init__(self, model_name: str = DEFAULT_SPARSE_MODEL, **data: Any) -> None:
         """Create the sparse model; the model itself loads on first use (or ``warm_up()``)."""
@@ -166,18 +156,7 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
         return self._get_text_embeddings([checked_text("text", text)])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        model = self._model()
-        warn_truncated(model, texts)
-        # Neural models pad a batch to its longest text; in length order each batch holds
-        # texts of about one length. A text's vector does not depend on its batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = model.passage_embed(
-            [texts[i] for i in order], batch_size=self.batch_size, parallel=self.parallel
-        )
-        embeddings: list[SparseEmbedding] = [{} for _ in texts]
-        for i, vector in zip(order, vectors, strict=True):
-            embeddings[i] = _as_dict(vector)
-        return embeddings
+        return [_as_dict(v) for v in self._embed_passages(self._model(), texts)]
 
     async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
         return await asyncio.to_thread(self._get_query_embedding, query)

@@ -395,7 +395,6 @@ def test_rrf_takes_a_numpy_k():
             r"sparse_model=FastEmbedSparseEmbedding\('Qdrant/bm25'\)",
         ),
         ({"fusion": "rrf"}, TypeError, "fusion must be a function such as reciprocal_rank_fusion"),
-        ({"url": "http://localhost:6333"}, ValueError, "either client=/aclient= or url=, not both"),
         ({"api_key": "secret"}, ValueError, "api_key is used only with url="),
         (
             {"client": "http://localhost:6333"},
@@ -415,7 +414,6 @@ def test_rrf_takes_a_numpy_k():
     ids=[
         "sparse-model-name",
         "fusion-name",
-        "client-and-url",
         "api-key-without-url",
         "client-url-string",
         "sync-client-as-aclient",

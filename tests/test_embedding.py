@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +15,8 @@ from llama_index_fastembed_rerank import FastEmbedEmbedding
 def test_embedding_defaults():
     embed = FastEmbedEmbedding()
     assert embed.model_name == "BAAI/bge-small-en-v1.5"
-    assert embed.batch_size == 16
+    assert embed.batch_size == 64
+    assert embed.max_batch_tokens == 512
     assert embed.parallel is None
     assert FastEmbedEmbedding.class_name() == "FastEmbedEmbedding"
 
@@ -67,6 +69,49 @@ def test_embedding_runs_texts_by_length_and_returns_them_in_input_order(fake_emb
     assert call[1] == sorted(texts, key=len)
 
 
+class WordTokenizer:
+    """A text's tokens are its words (fastembed's tokenizer pads; the mask says what is real)."""
+
+    def encode_batch(self, texts):
+        longest = max(len(t.split()) for t in texts)
+        return [
+            SimpleNamespace(
+                ids=[1] * longest,
+                attention_mask=[1] * len(t.split()) + [0] * (longest - len(t.split())),
+                overflowing=[],  # no window: nothing is cut
+            )
+            for t in texts
+        ]
+
+
+def with_tokenizer(embed, fake_embedding):
+    embed.warm_up()
+    (engine,) = fake_embedding.instances
+    engine.model = SimpleNamespace(tokenizer=WordTokenizer())
+    return engine
+
+
+def test_embedding_batches_by_tokens_within_both_limits(fake_embedding):
+    embed = FastEmbedEmbedding(batch_size=3, max_batch_tokens=8)
+    engine = with_tokenizer(embed, fake_embedding)
+    words = [5, 1, 2, 2, 4, 1, 9]
+    texts = [" ".join([f"w{i}"] * n) for i, n in enumerate(words)]
+    vectors = embed.get_text_embedding_batch(texts)
+    assert [v[0] for v in vectors] == [len(t) for t in texts]  # back in input order
+    batches = [[len(t.split()) for t in call[1]] for call in engine.calls]
+    # Shortest first; at most 3 texts and 8 padded tokens a run, unless one text is longer.
+    assert batches == [[1, 1, 2], [2, 4], [5], [9]]
+
+
+def test_embedding_parallel_workers_get_one_call(fake_embedding):
+    embed = FastEmbedEmbedding(batch_size=2, max_batch_tokens=2, parallel=2)
+    engine = with_tokenizer(embed, fake_embedding)
+    embed.get_text_embedding_batch(["a b c", "a", "a b"])
+    assert [(c[1], c[2]) for c in engine.calls] == [
+        (["a", "a b", "a b c"], {"batch_size": 2, "parallel": 2})
+    ]
+
+
 def test_embedding_forwards_engine_options_and_nothing_else(fake_embedding):
     embed = FastEmbedEmbedding(
         "BAAI/bge-base-en-v1.5",
@@ -111,6 +156,7 @@ def test_embedding_async_variants_match_sync(fake_embedding):
 NON_DEFAULTS = {
     "model_name": "BAAI/bge-base-en-v1.5",
     "batch_size": 8,
+    "max_batch_tokens": 100,
     "parallel": 0,
     "embed_batch_size": 64,
     "cache_dir": "/models",
@@ -126,6 +172,8 @@ NON_DEFAULTS = {
 
 @ROUND_TRIPS
 def test_embedding_round_trip_keeps_every_option(fake_embedding, round_trip):
+    inherited = {"callback_manager", "num_workers", "embeddings_cache", "rate_limiter"}
+    assert set(FastEmbedEmbedding.model_fields) - set(NON_DEFAULTS) == inherited
     embed = FastEmbedEmbedding(**NON_DEFAULTS)
     again = round_trip(embed)
     for name, value in NON_DEFAULTS.items():

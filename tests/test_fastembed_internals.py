@@ -56,6 +56,15 @@ def test_tokenizer_is_the_one_fastembed_counts_tokens_with(real_cross_encoder, r
     assert counts == [real_text_embedding.token_count(t) for t in TEXTS]
 
 
+def test_tokenizer_of_sparse_models(real_splade_embedding, real_sparse_embedding):
+    tokenizer = _fastembed.tokenizer(real_splade_embedding)
+    assert tokenizer is not None
+    counts = [sum(e.attention_mask) for e in tokenizer.encode_batch(TEXTS)]
+    assert counts == [real_splade_embedding.token_count(t) for t in TEXTS]
+    # BM25 splits words itself: no tokenizer, and the sparse class batches by count.
+    assert _fastembed.tokenizer(real_sparse_embedding) is None
+
+
 def test_session_runner_scores_as_rerank_does(real_cross_encoder):
     tokenizer = _fastembed.tokenizer(real_cross_encoder)
     encodings = tokenizer.encode_batch([(QUERY, t) for t in TEXTS])

@@ -298,9 +298,11 @@ def test_hybrid_store_refuses_a_dense_only_collection(embed_model, sparse_model)
         qdrant_hybrid_store("dense", client=client, sparse_model=sparse_model)
 
 
-def test_hybrid_store_needs_a_client_or_url():
+def test_hybrid_store_needs_a_client_or_url_not_both():
     with pytest.raises(ValueError, match=r"pass client=QdrantClient\(\.\.\.\)"):
         qdrant_hybrid_store("movies")
+    with pytest.raises(ValueError, match="got both url='http://qdrant:6333' and a client"):
+        qdrant_hybrid_store("movies", client=QdrantClient(":memory:"), url="http://qdrant:6333")
 
 
 def test_hybrid_store_rejects_a_sparse_config_without_idf(sparse_model):

@@ -19,7 +19,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 import offline_models
 from conftest import make_nodes
 from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
-from llama_index_fastembed_rerank.rerank import DEFAULT_MAX_BATCH_TOKENS
+from llama_index_fastembed_rerank.batching import DEFAULT_MAX_BATCH_TOKENS
 
 MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.json").read_text())
 QUERY = MOVIES["query"]
@@ -175,14 +175,23 @@ def test_real_embedding_equals_fastembed(embedder, real_text_embedding):
 
 
 @pytest.mark.parametrize(
-    ("batch_size", "embed_batch_size"), [(1, 3), (4, 2048)], ids=["tiny", "onnx-batches"]
+    ("batch_size", "embed_batch_size", "max_batch_tokens"),
+    [(1, 3, None), (4, 2048, None), (64, 2048, 1), (64, 2048, 64), (64, 7, 512)],
+    ids=["tiny", "onnx-batches", "one-text-a-run", "64-tokens", "default-budget"],
 )
-def test_real_embedding_batching_does_not_change_vectors(embedder, batch_size, embed_batch_size):
-    expected = embedder.get_text_embedding_batch(TEXTS)
+def test_real_embedding_batching_does_not_change_vectors(
+    embedder, real_text_embedding, batch_size, embed_batch_size, max_batch_tokens
+):
+    texts = [*TEXTS, *MOVIES["descriptions"]]
+    expected = list(real_text_embedding.passage_embed(texts))
     other = embedder.model_copy(
-        update={"batch_size": batch_size, "embed_batch_size": embed_batch_size}
+        update={
+            "batch_size": batch_size,
+            "embed_batch_size": embed_batch_size,
+            "max_batch_tokens": max_batch_tokens,
+        }
     )
-    np.testing.assert_allclose(other.get_text_embedding_batch(TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(other.get_text_embedding_batch(texts), expected, atol=1e-5)
 
 
 def test_real_embedding_parallel_workers_match(embedder, offline_cache):

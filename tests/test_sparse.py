@@ -22,6 +22,7 @@ MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.j
 NON_DEFAULTS = {
     "model_name": "prithivida/Splade_PP_en_v1",
     "batch_size": 4,
+    "max_batch_tokens": 100,
     "parallel": 2,
     "embed_batch_size": 100,
     "num_workers": 3,
@@ -213,14 +214,19 @@ def _close(ours, theirs, atol=1e-5):
     return max((abs(ours.get(k, 0.0) - theirs.get(k, 0.0)) for k in keys), default=0.0) < atol
 
 
-@pytest.mark.parametrize("batch_size", [1, 4, 64])
+@pytest.mark.parametrize(
+    ("batch_size", "max_batch_tokens"),
+    [(1, None), (4, None), (64, None), (64, 64), (64, 512)],
+    ids=["one", "four", "sixty-four", "64-tokens", "default-budget"],
+)
 def test_real_splade_documents_equal_fastembeds_embed_in_any_batching(
-    splade_model_dir, real_splade_embedding, batch_size
+    splade_model_dir, real_splade_embedding, batch_size, max_batch_tokens
 ):
     sparse = FastEmbedSparseEmbedding(
         offline_models.SPLADE_MODEL,
         specific_model_path=str(splade_model_dir),
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
     )
     texts = [*MOVIES["descriptions"], "Paris.", ""]
     expected = [_as_dict(v) for v in real_splade_embedding.embed(texts, batch_size=1)]
