@@ -10,7 +10,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 
 from .engine import FastEmbedEmbeddingOptions, document_options, find_model
-from .inputs import checked_list, checked_text, warn_truncated
+from .inputs import checked_list, checked_text, warn_truncated_texts
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
 _TEXTS_FIX = "pass a list of strings, e.g. [text]"
@@ -95,7 +95,7 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
     def _get_query_embedding(self, query: str) -> Embedding:
         query = checked_text("query", query)
         engine = self._shared_engine(TextEmbedding, self.model_name)
-        warn_truncated(engine, [query])
+        warn_truncated_texts(engine, [query])
         return next(iter(engine.query_embed(query))).tolist()  # type: ignore[no-any-return]
 
     def _get_text_embedding(self, text: str) -> Embedding:

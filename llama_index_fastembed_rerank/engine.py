@@ -32,7 +32,7 @@ from pydantic import (
 
 from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
-from .inputs import warn_truncated
+from .inputs import warn_truncated, warn_truncated_texts
 
 # `model_kwargs` keys that are fields of their own; setting them twice would be ambiguous.
 _FIELD_OPTIONS = (
@@ -539,11 +539,11 @@ class FastEmbedEmbeddingOptions(FastEmbedEngineOptions):
         if tokenizer is None or self.parallel is not None:
             # No tokenizer (BM25), or worker processes, which start anew on every call: one
             # call, in character order.
-            warn_truncated(engine, texts)
+            warn_truncated_texts(engine, texts)
             batches = [sorted(range(len(texts)), key=lambda i: len(texts[i]))]
         else:
             encodings = tokenizer.encode_batch(texts)
-            warn_truncated(engine, texts, encodings)
+            warn_truncated(engine.model_name, encodings, "texts", "embedded")
             lengths = [sum(e.attention_mask) for e in encodings]
             batches = list(length_batches(lengths, self.batch_size, self.max_batch_tokens))
         vectors: list[Any] = [None] * len(texts)

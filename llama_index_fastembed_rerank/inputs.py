@@ -82,27 +82,31 @@ def caller_stacklevel() -> int:
     return level
 
 
-def warn_truncated(
-    engine: object, texts: list[str], encodings: Sequence[Encoding] | None = None
-) -> None:
-    """Warn how many of ``texts`` are longer than the model's window, as fastembed truncates them.
+def warn_truncated(model_name: str, encodings: Sequence[Encoding], items: str, done: str) -> None:
+    """Warn how many of the tokenized ``items`` fastembed truncated to the model's window.
 
-    ``encodings`` are the texts' from the engine's tokenizer, where the caller has them.
-    Nothing is said where the engine has no tokenizer that truncates (BM25, or a fastembed that
-    keeps its tokenizer elsewhere).
+    ``encodings`` come from the model's own tokenizer, which truncates and pads as fastembed
+    does; ``done`` is what happens to the text ("scored", "embedded").
     """
-    tokenizer = _fastembed.tokenizer(engine)
-    if tokenizer is None or not texts:
-        return
-    if encodings is None:
-        encodings = tokenizer.encode_batch(texts)
     truncated = sum(1 for e in encodings if e.overflowing)
     if truncated:
         warnings.warn(
-            f"{truncated} of {len(texts)} texts were longer than the "
-            f"{len(encodings[0].ids)}-token window of {getattr(engine, 'model_name', 'the model')} "
-            f"and were truncated as fastembed does (their ends are not embedded); split long "
-            f"documents into smaller chunks to have all of their text embedded",
+            f"{truncated} of {len(encodings)} {items} were longer than the "
+            f"{len(encodings[0].ids)}-token window of {model_name} and were truncated as "
+            f"fastembed does, so their ends are not {done}: split long documents into "
+            f"smaller chunks to have all of their text {done}",
             UserWarning,
             stacklevel=caller_stacklevel(),
         )
+
+
+def warn_truncated_texts(engine: object, texts: list[str]) -> None:
+    """Tokenize ``texts`` with the engine's tokenizer and warn how many were truncated.
+
+    Nothing is said where the engine has no tokenizer that truncates (BM25, or a fastembed
+    that keeps its tokenizer elsewhere).
+    """
+    tokenizer = _fastembed.tokenizer(engine)
+    if tokenizer is not None and texts:
+        name = getattr(engine, "model_name", "the model")
+        warn_truncated(name, tokenizer.encode_batch(texts), "texts", "embedded")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +17,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
 from .engine import FastEmbedEngineOptions, document_options, find_model
-from .inputs import caller_stacklevel, checked_list, checked_text, shown
+from .inputs import checked_list, checked_text, shown, warn_truncated
 from .pruned_graph import use_pruned_graph
 
 DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
@@ -278,16 +277,7 @@ def _score_pairs(
     if tokenizer is None:  # the public-API fallback: fastembed's own loop
         return [float(s) for s in encoder.rerank(query, texts, batch_size=batch_size)]
     encodings = tokenizer.encode_batch([(query, text) for text in texts])
-    truncated = sum(1 for e in encodings if e.overflowing)
-    if truncated:
-        warnings.warn(
-            f"{truncated} of {len(texts)} query-document pairs were longer than the "
-            f"{len(encodings[0].ids)}-token window of {encoder.model_name} and were truncated "
-            f"as fastembed does (the longer text loses its end); split long documents into "
-            f"smaller chunks to have all of their text scored",
-            UserWarning,
-            stacklevel=caller_stacklevel(),
-        )
+    warn_truncated(encoder.model_name, encodings, "query-document pairs", "scored")
     lengths = [sum(e.attention_mask) for e in encodings]
     run = _fastembed.session_runner(encoder, encodings, lengths) or (
         lambda rows: encoder.rerank(query, [texts[r] for r in rows], batch_size=len(rows))

@@ -11,7 +11,7 @@ from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, Sp
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .engine import FastEmbedEmbeddingOptions, document_options, find_model, raw_field
-from .inputs import checked_list, checked_text, warn_truncated
+from .inputs import checked_list, checked_text, warn_truncated_texts
 
 DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
 _TEXTS_FIX = "pass a list of strings, e.g. [text]"
@@ -149,7 +149,7 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
     def _get_query_embedding(self, query: str) -> SparseEmbedding:
         query = checked_text("query", query)
         model = self._model()
-        warn_truncated(model, [query])
+        warn_truncated_texts(model, [query])
         return _as_dict(next(iter(model.query_embed(query))))
 
     def _get_text_embedding(self, text: str) -> SparseEmbedding:
