@@ -53,6 +53,8 @@ M = TypeVar("M", bound=BaseModel)
 _LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
 # Held while a model loads, so two threads asking for the same model load it once.
 _LOAD_LOCK = threading.Lock()
+# Long enough for a slow link, short beside fastembed's ~40 s of retries.
+_HUB_PROBE_SECONDS = 5.0
 
 
 def document_options(cls: type[M]) -> type[M]:
@@ -334,12 +336,27 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
                 f"specific_model_path at the directory that holds it and its tokenizer files."
             )
             raise ValueError(msg)
+    hf_repo = description["sources"].get("hf")
+    cache = Path(kwargs["cache_dir"]) if kwargs.get("cache_dir") else default_cache_dir()
+    offline = _offline_mode(kwargs)
+    unreachable = None
+    if (
+        offline is None
+        and specific is None
+        and hf_repo
+        and not description["sources"].get("url")
+        and not in_hub_cache(cache, hf_repo, description)
+    ):
+        # fastembed would retry the hub for ~40 s; one short probe tells at once.
+        unreachable = _hub_unreachable(hf_repo)
+        if unreachable is not None:
+            kwargs = {**kwargs, "local_files_only": True}  # still finds older cache layouts
     try:
         engine = engine_class(model_name, **kwargs)  # type: ignore[call-arg]
     except Exception as e:
         # fastembed's, onnxruntime's and the tokenizer's own errors name neither the model
         # nor the fix, and some not even the file.
-        problem = _load_problem(e, description, kwargs)
+        problem = _load_problem(e, description, kwargs, offline, unreachable)
         if problem is None:
             raise
         msg = f"Could not load {engine_class.__name__} model {model_name!r}: {problem}"
@@ -391,28 +408,50 @@ def _fix_files(description: dict[str, Any], kwargs: dict[str, Any]) -> str:
     where = hub_cache_folder(_cache_dir(kwargs)[0], hf_repo) if hf_repo else _cache_dir(kwargs)[0]
     return (
         f"delete {where} and load the model again with internet access, so that fastembed "
-        f"downloads it afresh, or import a good copy{source} with `python -m "
-        f"llama_index_fastembed_rerank import-model DIR {model_name}`."
+        f"downloads it afresh, or import a good copy{source} with "
+        f"`llama-index-fastembed-rerank models import DIR {model_name}`."
     )
 
 
 def _load_problem(
-    error: Exception, description: dict[str, Any], kwargs: dict[str, Any]
+    error: Exception,
+    description: dict[str, Any],
+    kwargs: dict[str, Any],
+    offline: str | None,
+    unreachable: str | None,
 ) -> str | None:
-    """Say what went wrong in a failed load and how to fix it; None where it cannot be told."""
+    """Say what went wrong in a failed load and how to fix it; None where it cannot be told.
+
+    ``offline`` names the setting that kept fastembed off the hub, and ``unreachable`` why the
+    hub could not be reached, where either is known.
+    """
     model_name = description["model"]
     if _fastembed.is_missing_model_error(error):
         cache = _cache_dir(kwargs)[0]
         hf_repo = description["sources"].get("hf")
         where = str(hub_cache_folder(cache, hf_repo)) if hf_repo else str(cache)
+        if offline is not None:
+            why = f", and {offline} kept fastembed from asking the model hub"
+            first_fix = f"run once with internet access and without {offline}"
+        elif unreachable is not None:
+            why = (
+                f" and the model hub could not be reached ({unreachable}). Where no hub is "
+                "reachable, set HF_HUB_OFFLINE=1 or local_files_only=True so that a missing "
+                "model fails at once"
+            )
+            first_fix = "run once with internet access so fastembed downloads it"
+        else:
+            why = (
+                f" and fastembed could not download it (repository {hf_repo}; see its log)"
+                if hf_repo
+                else ""
+            )
+            first_fix = "run once with internet access so fastembed downloads it"
         return (
-            f"it is not in the cache at {where}"
-            + (f" and the model hub (repository {hf_repo}) was not reachable" if hf_repo else "")
-            + ". Fix it in one of these ways: run once with internet access so fastembed "
-            "downloads it; set cache_dir= (or FASTEMBED_CACHE_PATH) to a cache that holds it; "
-            "pass specific_model_path= to a directory with its ONNX and tokenizer files; or "
-            "import a local copy with `python -m llama_index_fastembed_rerank import-model "
-            f"DIR {model_name}`."
+            f"it is not in the cache at {where}{why}. Fix it in one of these ways: {first_fix}; "
+            "set cache_dir= (or FASTEMBED_CACHE_PATH) to a cache that holds it; pass "
+            "specific_model_path= to a directory with its ONNX and tokenizer files; or import "
+            f"a local copy with `llama-index-fastembed-rerank models import DIR {model_name}`."
         )
     if isinstance(error, OSError) and error.filename:
         cache, setting = _cache_dir(kwargs)
@@ -554,3 +593,37 @@ class FastEmbedEmbeddingOptions(FastEmbedEngineOptions):
             for i, vector in zip(rows, batch, strict=True):
                 vectors[i] = vector
         return vectors
+
+
+def _offline_mode(kwargs: dict[str, Any]) -> str | None:
+    """Name the setting that keeps fastembed off the hub, as fastembed reads it; else None."""
+    if kwargs.get("local_files_only"):
+        return "local_files_only=True"
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    if value.strip().upper() in {"1", "TRUE", "YES", "ON"}:
+        return f"HF_HUB_OFFLINE={value}"
+    return None
+
+
+def in_hub_cache(cache: Path, hf_repo: str, description: dict[str, Any]) -> bool:
+    """Whether the model's files are in the cache, found as the hub client finds them."""
+    from huggingface_hub import try_to_load_from_cache
+
+    files = [description["model_file"], *description.get("additional_files", [])]
+    return all(
+        isinstance(try_to_load_from_cache(hf_repo, name, cache_dir=cache), str) for name in files
+    )
+
+
+def _hub_unreachable(hf_repo: str) -> str | None:
+    """Ask the hub about ``hf_repo`` once; return why it cannot be reached, or None."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().model_info(hf_repo, timeout=_HUB_PROBE_SECONDS)
+    except HfHubHTTPError:
+        return None  # an HTTP answer, even an error: the hub is there
+    except Exception as e:  # connection refused, no DNS, timeout, proxy errors
+        return f"{type(e).__name__}: {e}"
+    return None

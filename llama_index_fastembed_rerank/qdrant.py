@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from llama_index.core.vector_stores.types import VectorStoreQueryResult
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client import AsyncQdrantClient, QdrantClient
+    from qdrant_client.http.models import SparseVectorParams
 
 _INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[qdrant]'"
 # QdrantVectorStore arguments this function sets itself, and the argument that sets each.
@@ -110,9 +111,7 @@ def qdrant_hybrid_store(
         client = qdrant_client.QdrantClient(url=url, api_key=api_key, **client_kwargs)
         aclient = qdrant_client.AsyncQdrantClient(url=url, api_key=api_key, **client_kwargs)
     modifier = models.Modifier.IDF if sparse_model.requires_idf else None
-    sparse_config = store_kwargs.pop("sparse_config", None) or models.SparseVectorParams(
-        index=models.SparseIndexParams(), modifier=modifier
-    )
+    sparse_config = store_kwargs.pop("sparse_config", None) or sparse_vector_params(sparse_model)
     if sparse_config.modifier != modifier:
         msg = (
             f"sparse_config has {_modifier(sparse_config.modifier)}, but "
@@ -134,6 +133,14 @@ def qdrant_hybrid_store(
     if client is not None and client.collection_exists(collection_name):
         _check_existing(client, store, sparse_model, modifier)
     return store
+
+
+def sparse_vector_params(sparse_model: FastEmbedSparseEmbedding) -> SparseVectorParams:
+    """Return the ``SparseVectorParams`` a collection needs for ``sparse_model``'s vectors."""
+    from qdrant_client.http import models
+
+    modifier = models.Modifier.IDF if sparse_model.requires_idf else None
+    return models.SparseVectorParams(index=models.SparseIndexParams(), modifier=modifier)
 
 
 def _check_arguments(

@@ -311,3 +311,22 @@ def real_splade_embedding(splade_model_dir: Path) -> SparseTextEmbedding:
     return SparseTextEmbedding(
         offline_models.SPLADE_MODEL, specific_model_path=str(splade_model_dir)
     )
+
+
+@pytest.fixture(scope="session")
+def loan_cache(offline_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fastembed cache for tests of the command line and the README, which name real models.
+
+    ``sentence-transformers/all-MiniLM-L6-v2`` and ``Qdrant/bm25`` are the real models.
+    ``Xenova/ms-marco-MiniLM-L-6-v2`` is a LOAN: the untrained stand-in cross-encoder's files
+    imported under the real reranker's name (no hub, and no PyPI package ships the real one).
+    Its scores mean nothing; tests compare them with fastembed's on the stand-in.
+    """
+    from llama_index_fastembed_rerank.offline import import_model
+
+    cache = tmp_path_factory.mktemp("loan-cache")
+    built = offline_cache.parent
+    import_model(built / "all-MiniLM-L6-v2", offline_models.EMBED_MODEL, cache)
+    import_model(built / "bm25", offline_models.SPARSE_MODEL, cache)
+    import_model(built / "standin-cross-encoder", "Xenova/ms-marco-MiniLM-L-6-v2", cache)
+    return cache

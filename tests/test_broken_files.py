@@ -119,7 +119,7 @@ def test_damaged_file_in_the_cache_says_to_delete_or_import_again(offline_cache,
     message = str(error.value)
     assert str(snapshot / "onnx" / "model.onnx") in message
     assert f"delete {cache / repo}" in message
-    assert f"import-model DIR {offline_models.STANDIN_RERANK_MODEL}" in message
+    assert f"models import DIR {offline_models.STANDIN_RERANK_MODEL}" in message
 
 
 def test_a_failed_load_leaves_nothing_behind(folders, tmp_path):

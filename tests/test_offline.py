@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import pytest
 
 import offline_models
 from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
-from llama_index_fastembed_rerank.offline import import_model
+from llama_index_fastembed_rerank.offline import export_model, import_model
 
 EMBED = offline_models.EMBED_MODEL
 
@@ -111,3 +113,135 @@ def test_cli_bad_source_exits_2_with_the_reason(tmp_path):
     assert done.returncode == 2
     assert "is not a directory" in done.stderr
     assert done.stdout == ""
+
+
+def test_missing_model_without_a_hub_fails_at_once_with_the_offline_fix(tmp_path):
+    # A hub address that refuses at once, so this holds on machines with internet access too.
+    # Before the probe, fastembed retried for ~40 s (sleeping 3, 9 and 27 s) before failing.
+    code = (
+        "from llama_index_fastembed_rerank import FastEmbedEmbedding\n"
+        f"FastEmbedEmbedding('BAAI/bge-small-en-v1.5', cache_dir={str(tmp_path)!r}).warm_up()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "HF_ENDPOINT": "http://127.0.0.1:9"},
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "sleeping" not in done.stderr  # fastembed's retry loop never ran
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: Could not load TextEmbedding model 'BAAI/bge-small")
+    assert "the model hub could not be reached (ConnectError" in last
+    assert "set HF_HUB_OFFLINE=1 or local_files_only=True" in last
+
+
+def test_missing_model_in_offline_mode_does_not_blame_the_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE=1 kept fastembed from asking") as error:
+        FastEmbedEmbedding("BAAI/bge-small-en-v1.5", cache_dir=str(tmp_path)).warm_up()
+    assert "could not be reached" not in str(error.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ValueError, match="local_files_only=True kept fastembed from asking"):
+        FastEmbedEmbedding(
+            "BAAI/bge-small-en-v1.5", cache_dir=str(tmp_path), local_files_only=True
+        ).warm_up()
+
+
+# --- import-model's checks and clean-up ----------------------------------------------------
+
+
+@pytest.fixture
+def flat_cross_encoder(offline_cache, tmp_path):
+    """The stand-in cross-encoder with its model file at the top level, as model.onnx."""
+    flat = shutil.copytree(offline_cache.parent / "standin-cross-encoder", tmp_path / "flat")
+    shutil.move(flat / "onnx" / "model.onnx", flat / "model.onnx")
+    return flat
+
+
+def test_import_refuses_a_cross_encoder_under_an_embedding_name(flat_cross_encoder, tmp_path):
+    with pytest.raises(ValueError, match="is not a text embedding model like") as error:
+        import_model(flat_cross_encoder, EMBED, cache_dir=tmp_path / "cache")
+    assert "output 'logits' ['batch', 1]: one score per text" in str(error.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_import_refuses_an_embedding_model_under_a_cross_encoder_name(encoder_dir, tmp_path):
+    with pytest.raises(ValueError, match="is not a cross-encoder like") as error:
+        import_model(encoder_dir, "Xenova/ms-marco-MiniLM-L-6-v2", cache_dir=tmp_path)
+    assert "'last_hidden_state' ['batch', 'sequence', 384]" in str(error.value)
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_import_refuses_vectors_of_another_size(encoder_dir, tmp_path):
+    source = shutil.copytree(encoder_dir, tmp_path / "src")
+    shutil.move(source / "model.onnx", source / "model_optimized.onnx")  # bge-base's file name
+    with pytest.raises(ValueError, match=r"gives vectors of 384 numbers .* has 768"):
+        import_model(source, "BAAI/bge-base-en-v1.5", cache_dir=tmp_path / "cache")
+
+
+def test_import_refuses_a_classifier_config_under_an_embedding_name(encoder_dir, tmp_path):
+    source = shutil.copytree(encoder_dir, tmp_path / "src")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(
+        json.dumps({**config, "architectures": ["BertForSequenceClassification"]})
+    )
+    with pytest.raises(ValueError, match=r"config\.json describes a BertForSequenceClassification"):
+        import_model(source, EMBED, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("file", "damage", "message"),
+    [
+        ("model.onnx", lambda b: b[: len(b) // 2], "is not a readable ONNX model"),
+        ("tokenizer.json", lambda b: b[:100], "tokenizer.json is not valid JSON"),
+    ],
+    ids=["truncated-onnx", "broken-tokenizer"],
+)
+def test_import_refuses_broken_files(encoder_dir, tmp_path, file, damage, message):
+    source = shutil.copytree(encoder_dir, tmp_path / "src")
+    (source / file).write_bytes(damage((source / file).read_bytes()))
+    with pytest.raises(ValueError, match=message):
+        import_model(source, EMBED, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_import_clears_what_a_killed_import_left(encoder_dir, tmp_path):
+    cache = tmp_path / "cache"
+    snapshots = cache / "models--Xenova--ms-marco-MiniLM-L-6-v2" / "snapshots"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    host = socket.gethostname()
+    killed = snapshots / f".import-{gone.stdout.strip()}-{host}-abc123"  # its process is gone
+    running = snapshots / f".import-{os.getpid()}-{host}-def456"  # still running: kept
+    for folder in (killed, running):
+        (folder / "onnx").mkdir(parents=True)
+        (folder / "onnx" / "model.onnx").write_bytes(b"partial")
+    import_model(encoder_dir, EMBED, cache_dir=cache)
+    assert not killed.exists()
+    assert running.exists()
+
+
+def test_export_then_import_into_an_empty_cache(offline_cache, real_text_embedding, tmp_path):
+    folder = export_model(EMBED, tmp_path / "minilm", cache_dir=offline_cache)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "model.onnx", "special_tokens_map.json", "tokenizer.json",
+        "tokenizer_config.json",
+    ]  # fmt: skip
+    import_model(folder, EMBED, cache_dir=tmp_path / "empty")
+    vector = FastEmbedEmbedding(EMBED, cache_dir=str(tmp_path / "empty")).get_query_embedding("x")
+    np.testing.assert_allclose(vector, next(iter(real_text_embedding.query_embed("x"))))
+    with pytest.raises(ValueError, match="already exists: name a new folder"):
+        export_model(EMBED, folder, cache_dir=offline_cache)
+    with pytest.raises(ValueError, match="is not in the cache at"):
+        export_model("BAAI/bge-small-en-v1.5", tmp_path / "bge", cache_dir=offline_cache)
+    assert not (tmp_path / "bge").exists()
+
+
+def test_import_into_a_cache_that_is_a_file_names_it(encoder_dir, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder: pass a folder as cache_dir"):
+        import_model(encoder_dir, EMBED, cache_dir=tmp_path / "a-file")

@@ -159,7 +159,7 @@ def test_real_rerank_missing_model_names_place_and_fixes(tmp_path):
         reranker.postprocess_nodes(make_nodes(["a"]), query_str=QUERY)
     message = str(error.value)
     assert str(tmp_path / "models--local--ms-marco-MiniLM-L-6-v2-untrained-head") in message
-    assert "import-model" in message
+    assert "models import" in message
 
 
 # --- FastEmbedEmbedding ---------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_real_embedding_missing_model_names_place_and_fixes(tmp_path):
     with pytest.raises(ValueError, match="Could not load TextEmbedding model") as error:
         embedder.get_query_embedding(QUERY)
     assert str(tmp_path / "models--qdrant--bge-small-en-v1.5-onnx-q") in str(error.value).lower()
-    assert "import-model" in str(error.value)
+    assert "models import" in str(error.value)
 
 
 def test_real_embedding_async_equals_sync(embedder):

@@ -435,7 +435,7 @@ def test_rerank_load_failure_names_model_place_and_fixes(fake_encoder, monkeypat
         reranker.postprocess_nodes(make_nodes("ab"), query_str=QUERY)
     message = str(error.value)
     assert str(tmp_path / "models--Xenova--ms-marco-MiniLM-L-6-v2") in message
-    for fix in ("internet", "cache_dir=", "specific_model_path=", "import-model"):
+    for fix in ("internet", "cache_dir=", "specific_model_path=", "models import"):
         assert fix in message
     assert "from any source" in str(error.value.__cause__)
 

@@ -1,0 +1,441 @@
+"""The llama-index-fastembed-rerank command, run as a user runs it: in subprocesses, offline.
+
+Real weights: all-MiniLM-L6-v2 and BM25 under their names. The reranker the command loads by
+default, Xenova/ms-marco-MiniLM-L-6-v2, is a LOAN in these tests (``loan_cache``): the
+untrained stand-in's files under that name, so rerank scores are checked against fastembed's
+on the stand-in, never for relevance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+import offline_models
+from llama_index_fastembed_rerank.ingest import WRITE_BATCH
+
+EMBED = offline_models.EMBED_MODEL
+MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.json").read_text())
+QUERY = MOVIES["query"]
+
+
+def run(*args: str, cache: Path, env: dict[str, str] | None = None, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "llama_index_fastembed_rerank", *args],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "FASTEMBED_CACHE_PATH": str(cache),
+            **(env or {}),
+        },
+        check=False,
+        **kwargs,
+    )
+
+
+def points(qdrant: Path, collection: str) -> list[models.Record]:
+    """Every point of a collection; the client is closed again, so the command can open it."""
+    with closing(QdrantClient(path=str(qdrant))) as client:
+        return client.scroll(collection, limit=10_000, with_payload=True)[0]
+
+
+def write_pdf(path: Path, pages: list[str]) -> None:
+    """Write a PDF with one line of Helvetica text per page (no PDF library needed)."""
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    kids = []
+    for text in pages:
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET"
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {len(objects)} 0 R >>"
+        )
+        kids.append(f"{len(objects)} 0 R")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
+    path.write_bytes(out)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The tutorial's 20 descriptions as .txt files (some in a subfolder), and one file of each
+    other type, and one that is not UTF-8."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "sub").mkdir()
+    for i, text in enumerate(MOVIES["descriptions"]):
+        (root / ("sub" if i % 3 == 0 else "") / f"movie{i:02}.txt").write_text(text + "\n")
+    (root / "notes.md").write_text("# Notes\n\nPaprika is a film by Satoshi Kon.\n")
+    (root / "page.html").write_text(
+        "<html><head><title>t</title><script>var x = 1;</script></head>"
+        "<body><h1>Heading</h1><p>A paragraph about Paprika the therapist.</p></body></html>"
+    )
+    (root / "films.csv").write_text("title,year\nThe Passion of Joan of Arc,1928\nKubo,2016\n")
+    (root / "data.json").write_text('{"film": "Seven Samurai", "year": 1954}\n')
+    write_pdf(root / "report.pdf", ["First page about heresy trials.", "Second page on dreams."])
+    (root / "bad.txt").write_bytes(b"\xff\xfe\x00 not utf-8")
+    (root / "image.png").write_bytes(b"\x89PNG")  # another type: ignored in a folder
+    (root / ".hidden.txt").write_text("hidden files are left out")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ingested(corpus, loan_cache, tmp_path_factory):
+    """The corpus ingested once, hybrid, into embedded Qdrant; the query tests share it."""
+    qdrant = tmp_path_factory.mktemp("qdrant")
+    done = run(
+        "ingest", str(corpus), "--collection", "docs", "--qdrant-path", str(qdrant),
+        "--embed-model", EMBED, "--hybrid", cache=loan_cache,
+    )  # fmt: skip
+    return done, qdrant
+
+
+def query(ingested, loan_cache, *args: str):
+    _, qdrant = ingested
+    return run(
+        "query", *args, "--collection", "docs", "--qdrant-path", str(qdrant), cache=loan_cache
+    )
+
+
+def test_cli_ingest_reads_each_type_and_skips_the_unreadable_file(corpus, ingested):
+    done, qdrant = ingested
+    assert done.returncode == 1, done.stderr  # 1: ingested, but a file was skipped
+    assert done.stderr.splitlines() == [
+        f"error: skipped {corpus / 'bad.txt'}: 'utf-8' codec can't decode byte 0xff in "
+        "position 0: invalid start byte"
+    ]
+    stored = points(qdrant, "docs")
+    assert done.stdout.startswith("docs: 26 files, 0 unchanged, ")
+    assert f"; {len(stored)} chunks in the collection (embedded Qdrant at {qdrant})" in done.stdout
+    texts = {}
+    for point in stored:
+        assert point.payload["doc_id"] == point.payload["file_path"]  # ref_doc_id is the file
+        texts.setdefault(Path(point.payload["file_path"]).name, []).append(
+            json.loads(point.payload["_node_content"])["text"]
+        )
+    assert len(texts) == 25  # every file but bad.txt; not the .png, not the hidden file
+    assert sorted(texts["report.pdf"]) == [
+        "First page about heresy trials.",
+        "Second page on dreams.",
+    ]
+    pages = {p.payload.get("page_label") for p in stored if p.payload["file_name"] == "report.pdf"}
+    assert pages == {"1", "2"}
+    assert texts["page.html"] == ["Heading\nA paragraph about Paprika the therapist."]
+    assert sorted(texts["films.csv"]) == [
+        "title: Kubo\nyear: 2016",
+        "title: The Passion of Joan of Arc\nyear: 1928",
+    ]
+    assert texts["movie00.txt"] == [MOVIES["descriptions"][0]]
+    assert len({p.id for p in stored}) == len(stored) == sum(map(len, texts.values()))
+
+
+def test_cli_query_reranks_the_retrieved_chunks_with_fastembeds_scores(
+    ingested, loan_cache, real_cross_encoder
+):
+    first = query(
+        ingested, loan_cache, QUERY, "--top-k", "8", "--top-n", "8", "--no-rerank", "--json"
+    )
+    reranked = query(ingested, loan_cache, QUERY, "--top-k", "8", "--top-n", "3", "--json")
+    assert first.returncode == reranked.returncode == 0, first.stderr + reranked.stderr
+    retrieved = json.loads(first.stdout)
+    results = json.loads(reranked.stdout)
+    assert len(retrieved) == 8
+    assert len(results) == 3
+    for row in retrieved:
+        assert set(row) == {"text", "score", "retrieval_score", "source", "page", "id"}
+        assert row["score"] == row["retrieval_score"]
+    # The reranker scores what was embedded: the file's name, then the chunk's text.
+    texts = [f"file_name: {Path(row['source']).name}\n\n{row['text']}" for row in retrieved]
+    expected = sorted(
+        zip(real_cross_encoder.rerank(QUERY, texts), retrieved, strict=True), key=lambda p: -p[0]
+    )[:3]
+    assert [r["id"] for r in results] == [row["id"] for _, row in expected]
+    assert [r["score"] for r in results] == pytest.approx([s for s, _ in expected], abs=1e-5)
+    assert [r["retrieval_score"] for r in results] == [row["score"] for _, row in expected]
+
+
+def test_cli_query_prints_ranked_results(ingested, loan_cache):
+    done = query(ingested, loan_cache, "heresy trial")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 10  # --top-n 5: a line with score and source, a line of text
+    assert lines[0].startswith(" 1. ")
+    assert "(retrieval " in lines[0]
+    assert all(line.startswith("    ") for line in lines[1::2])
+
+
+def test_cli_query_hybrid_fuses_dense_and_bm25(ingested, loan_cache, corpus):
+    done = query(
+        ingested, loan_cache, "Paprika", "--hybrid", "--no-rerank", "--json", "--top-n", "3"
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    # Three files name Paprika; BM25 ranks them first, and RRF (k=2) gives 1/2 + 1/2 to the
+    # chunk first on both sides.
+    assert {Path(r["source"]).name for r in rows} == {"movie06.txt", "page.html", "notes.md"}
+    assert rows[0]["score"] <= 1.0
+    assert all(r["score"] >= 0.5 for r in rows)  # each is in the top of the BM25 list
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["query", "x", "--collection", "nope"],
+            "No collection 'nope' here (collections: dense, docs)",
+        ),
+        (
+            ["query", "x", "--collection", "docs", "--embed-model", "BAAI/bge-small-en-v1.5"],
+            "collection 'docs' holds vectors of sentence-transformers/all-MiniLM-L6-v2, not of",
+        ),
+        (
+            ["query", "x", "--collection", "dense", "--embed-model", "BAAI/bge-base-en-v1.5"],
+            "collection 'dense' holds vectors of 384 numbers, but BAAI/bge-base-en-v1.5 makes 768",
+        ),
+        (
+            ["query", "x", "--collection", "docs", "--rerank-model", "nobody/nothing"],
+            "TextCrossEncoder does not support model 'nobody/nothing'",
+        ),
+        (
+            [
+                "query",
+                "x",
+                "--collection",
+                "docs",
+                "--rerank-model",
+                "Xenova/ms-marco-MiniLM-L-12-v2",
+            ],
+            "HF_HUB_OFFLINE=1 kept fastembed from asking the model hub",
+        ),
+        (["ingest", "nowhere", "--collection", "new"], "No such file or folder: 'nowhere'"),
+        (
+            ["ingest", ".", "--collection", "new", "--embed-model", "BAAI/bge-small-en-v1.5"],
+            "Could not load TextEmbedding model 'BAAI/bge-small-en-v1.5'",
+        ),
+        (
+            ["query", "x", "--collection", "docs", "--top-k", "0"],
+            "argument --top-k: must be 1 or more, got 0 (see llama-index-fastembed-rerank query",
+        ),
+        (
+            [
+                "ingest",
+                ".",
+                "--collection",
+                "new",
+                "--embed-model",
+                EMBED,
+                "--chunk-size",
+                "3",
+                "--chunk-overlap",
+                "0",
+            ],
+            "is longer than chunk size (3)",
+        ),
+    ],
+    ids=[
+        "unknown-collection",
+        "other-embed-model",
+        "vector-size",
+        "unknown-model",
+        "model-not-cached",
+        "missing-path",
+        "missing-model-before-writing",
+        "bad-option",
+        "chunks-smaller-than-metadata",
+    ],
+)
+def test_cli_foreseen_failures_are_one_error_line(ingested, loan_cache, corpus, args, message):
+    _, qdrant = ingested
+    with closing(QdrantClient(path=str(qdrant))) as client:
+        if not client.collection_exists("dense"):  # a collection made without the command
+            client.create_collection("dense", models.VectorParams(size=384, distance="Cosine"))
+    done = run(*args, "--qdrant-path", str(qdrant), cache=loan_cache, cwd=corpus)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ")
+    assert message in line
+    with closing(QdrantClient(path=str(qdrant))) as client:  # nothing written
+        assert sorted(c.name for c in client.get_collections().collections) == ["dense", "docs"]
+
+
+def test_cli_server_credentials_are_never_printed(loan_cache):
+    done = run(
+        "query", "x", "--collection", "docs", "--qdrant-url", "http://user:hunter2@127.0.0.1:9",
+        cache=loan_cache, env={"QDRANT_API_KEY": "s3cret-key"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "error: cannot reach Qdrant at http://127.0.0.1:9: " in done.stderr
+    for secret in ("hunter2", "s3cret-key", "user"):
+        assert secret not in done.stdout + done.stderr
+
+
+def test_cli_ingest_again_writes_nothing_replaces_changed_files_and_prunes(tmp_path, loan_cache):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, text in enumerate(MOVIES["descriptions"][:6]):
+        (folder / f"m{i}.txt").write_text(text)
+    qdrant = tmp_path / "qdrant"
+
+    def ingest(*extra):
+        done = run(
+            "ingest", str(folder), "--collection", "c", "--qdrant-path", str(qdrant),
+            "--embed-model", EMBED, "--chunk-size", "64", "--chunk-overlap", "0", *extra,
+            cache=loan_cache,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout, {p.id: p.payload["file_path"] for p in points(qdrant, "c")}
+
+    out, first = ingest()
+    assert "6 files, 0 unchanged" in out
+    assert len(first) >= 6
+
+    (folder / "m1.txt").write_text("A short new text about a lighthouse keeper.")
+    out, changed = ingest()
+    old_m1 = {i for i, f in first.items() if f.endswith("m1.txt")}
+    assert f"6 files, 5 unchanged, 1 chunks written, {len(old_m1)} removed" in out
+    assert {i: f for i, f in changed.items() if not f.endswith("m1.txt")} == {
+        i: f for i, f in first.items() if i not in old_m1
+    }
+
+    (folder / "m2.txt").unlink()
+    out, kept = ingest()
+    assert "5 files, 5 unchanged, 0 chunks written, 0 removed" in out
+    assert kept == changed  # without --prune a file that is gone keeps its chunks
+    out, pruned = ingest("--prune")
+    assert "0 chunks written, " in out
+    assert ", 1 files pruned;" in out
+    assert pruned == {i: f for i, f in changed.items() if not f.endswith("m2.txt")}
+
+
+def _stored(qdrant: Path, collection: str) -> int:
+    """Points written so far, read from embedded Qdrant's SQLite while the command runs."""
+    storage = qdrant / "collection" / collection / "storage.sqlite"
+    try:
+        with closing(sqlite3.connect(f"file:{storage}?mode=ro", uri=True, timeout=0.1)) as db:
+            return int(db.execute("SELECT count(*) FROM points").fetchone()[0])
+    except sqlite3.Error:  # not created yet, or locked for a moment
+        return 0
+
+
+def _interrupt(args: list[str], cache: Path, qdrant: Path, more_than: int, sig: int) -> int:
+    """Start an ingest and send ``sig`` once it has written more than ``more_than`` points."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_index_fastembed_rerank", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(cache)},
+    )
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if _stored(qdrant, "k") > more_than:
+            process.send_signal(sig)
+            break
+        time.sleep(0.005)
+    process.communicate(timeout=120)
+    return process.returncode
+
+
+def test_cli_ingest_interrupted_then_rerun_stores_each_chunk_once(tmp_path, loan_cache):
+    folder, qdrant = tmp_path / "docs", tmp_path / "qdrant"
+    folder.mkdir()
+    # More chunks than one write batch: an interrupt lands between batches, not after all.
+    names = [f"f{i:03}.txt" for i in range(WRITE_BATCH + 44)]
+    for i, name in enumerate(names):
+        (folder / name).write_text(f"Note {i}: {MOVIES['descriptions'][i % 20]}")
+    args = ["ingest", str(folder), "--collection", "k", "--qdrant-path", str(qdrant),
+            "--embed-model", EMBED]  # fmt: skip
+
+    # Ctrl-C in the middle of the first ingest, then the same command again.
+    assert _interrupt(args, loan_cache, qdrant, 0, signal.SIGINT) == 130
+    assert 0 < _stored(qdrant, "k") < len(names)
+    assert run(*args, cache=loan_cache).returncode == 0
+
+    # Every file changed; SIGKILL once some new chunks are in beside all the old ones.
+    for i, name in enumerate(names):
+        (folder / name).write_text(f"Revised note {i}: {MOVIES['descriptions'][(i + 7) % 20]}")
+    assert _interrupt(args, loan_cache, qdrant, len(names), signal.SIGKILL) == -signal.SIGKILL
+    assert _stored(qdrant, "k") > len(names)  # old and new chunks side by side
+    done = run(*args, cache=loan_cache)
+    assert done.returncode == 0, done.stderr
+    assert ", 0 removed" not in done.stdout  # the old chunks of killed files went now
+
+    stored = points(qdrant, "k")
+    by_file = {}
+    for point in stored:
+        by_file.setdefault(Path(point.payload["file_path"]).name, []).append(
+            json.loads(point.payload["_node_content"])["text"]
+        )
+    assert sorted(by_file) == names
+    for i, name in enumerate(names):
+        assert by_file[name] == [f"Revised note {i}: {MOVIES['descriptions'][(i + 7) % 20]}"]
+
+
+def test_cli_import_refuses_the_wrong_kind_and_unusable_caches(offline_cache, tmp_path):
+    flat = tmp_path / "cross-encoder"
+    shutil.copytree(offline_cache.parent / "standin-cross-encoder", flat)
+    shutil.copy(flat / "onnx" / "model.onnx", flat / "model.onnx")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    cases = [
+        (["import-model", str(flat), EMBED], tmp_path / "c", "is not a text embedding model"),
+        (["models", "import", str(offline_cache.parent / "all-MiniLM-L6-v2"), EMBED],
+         a_file / "cache", "Not a directory"),
+    ]  # fmt: skip
+    for args, cache, message in cases:
+        done = run(*args, cache=cache)
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("error: "), line
+        assert message in line, line
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_without_the_file_readers_skips_those_files_with_the_fix(tmp_path, loan_cache):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Plain text needs no extra package.")
+    (tmp_path / "docs" / "b.csv").write_text("title,year\nKubo,2016\n")
+    # The base install: llama-index-readers-file cannot be imported.
+    code = (
+        "import sys; sys.modules['llama_index.readers.file'] = None\n"
+        "from llama_index_fastembed_rerank.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "ingest", "docs", "--collection", "c",
+         "--qdrant-path", "q", "--embed-model", EMBED],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(loan_cache)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: skipped {tmp_path / 'docs' / 'b.csv'}: reading .csv files needs "
+        "llama-index-readers-file: pip install 'llama-index-fastembed-rerank[cli]'"
+    ]
+    assert "2 files, 0 unchanged, 1 chunks written, 0 removed, 1 skipped;" in done.stdout
