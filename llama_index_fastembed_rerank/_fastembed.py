@@ -9,7 +9,11 @@ texts. This package also reads what sits behind it, as laid out in fastembed 0.9
   (``_build_onnx_input``) and output names (``ONNX_OUTPUT_NAMES``), to run batches from one
   tokenization;
 - where the model's files are (``_model_dir``, ``model_description``) and how fastembed
-  builds a session (``load_onnx_model``), to load a [CLS]-pruned copy of the graph instead.
+  builds a session (``load_onnx_model``), to load a [CLS]-pruned copy of the graph instead;
+- which model class runs a model name (the facades' registries) and the options its
+  constructor takes, since fastembed ignores the ones it does not know;
+- which output of the session fastembed reads (``ONNX_OUTPUT_NAMES``), to tell a graph of
+  the wrong kind of model on load, and how it reads ``tokenizer.json``, to name a damaged one.
 
 Each accessor returns None where fastembed is not laid out so; callers then fall back to the
 public API: ``TextCrossEncoder.rerank`` scores, on the published graph that fastembed loads
@@ -20,6 +24,7 @@ itself. A fastembed upgrade that moves these parts is a change to this file alon
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +37,10 @@ if TYPE_CHECKING:
 
 # The start of fastembed's ValueError when a model is neither in the cache nor downloadable.
 _MISSING_MODEL_ERROR = "Could not load model"
+# Where each facade lists the model classes it dispatches model names to.
+_REGISTRIES = ("CROSS_ENCODER_REGISTRY", "EMBEDDINGS_REGISTRY")
+# Options fastembed's base classes take out of **kwargs themselves.
+_BASE_OPTIONS = frozenset({"local_files_only"})
 
 
 def tokenizer(engine: object) -> Tokenizer | None:
@@ -142,3 +151,55 @@ def drop_session(engine: object) -> None:
 def is_missing_model_error(error: BaseException) -> bool:
     """Whether ``error`` is fastembed's: the model is neither in the cache nor downloadable."""
     return isinstance(error, ValueError) and str(error).startswith(_MISSING_MODEL_ERROR)
+
+
+def engine_options(engine_class: type, model_name: str) -> tuple[type, frozenset[str]] | None:
+    """Return the model class ``engine_class`` runs ``model_name`` with, and its options.
+
+    The options are the keyword arguments its constructor names, the ONNX Runtime session
+    options it passes on (``EXPOSED_SESSION_OPTIONS``) and ``local_files_only``: fastembed
+    passes any other keyword on and ignores it. None where the facade has no registry.
+    """
+    registry = next(
+        (found for name in _REGISTRIES if (found := getattr(engine_class, name, None))), None
+    )
+    for model_class in registry or ():
+        supported = model_class._list_supported_models()
+        if any(d.model.lower() == model_name.lower() for d in supported):
+            parameters = inspect.signature(model_class.__init__).parameters.values()
+            named = {
+                p.name
+                for p in parameters
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name not in ("self", "model_name")
+            }
+            session = getattr(model_class, "EXPOSED_SESSION_OPTIONS", ())
+            return model_class, frozenset(named | set(session) | _BASE_OPTIONS)
+    return None
+
+
+def output_shape(engine: object) -> list[int | str | None] | None:
+    """Return the shape of the session output fastembed reads (a name for each dynamic axis).
+
+    None where the engine has no ONNX Runtime session (BM25, a static model) or fastembed
+    reads an output the session does not have.
+    """
+    run_session = session(engine)
+    if run_session is None:
+        return None
+    wanted = getattr(getattr(engine, "model", None), "ONNX_OUTPUT_NAMES", None)
+    outputs = run_session.get_outputs()
+    if wanted:
+        outputs = [o for o in outputs if o.name == wanted[0]]
+    return list(outputs[0].shape) if outputs else None
+
+
+def tokenizer_file_damage(path: Path) -> str:
+    """Return why fastembed's tokenizer library cannot load ``path``, or '' if it can."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizer raises a bare Exception
+        return f"the tokenizer library cannot read it: {e}"
+    return ""

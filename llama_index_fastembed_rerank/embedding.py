@@ -10,8 +10,10 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 
 from .engine import FastEmbedEmbeddingOptions, document_options, find_model
+from .inputs import checked_list, checked_text, warn_truncated_texts
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
+_TEXTS_FIX = "pass a list of strings, e.g. [text]"
 
 
 @document_options
@@ -44,6 +46,9 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
         protected_namespaces=("pydantic_model_",),
     )
 
+    _engine_class = TextEmbedding
+    _model_field = "model_name"
+
     model_name: str = Field(
         default=DEFAULT_EMBED_MODEL,
         description="A text embedding model from `TextEmbedding.list_supported_models()`.",
@@ -73,12 +78,28 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
         """Load the model now, e.g. so a service fails at start rather than on a query."""
         self._shared_engine(TextEmbedding, self.model_name)
 
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Embed documents (any iterable of strings), in input order."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Embed documents (any iterable of strings), in input order, off the event loop."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
+
     def _get_query_embedding(self, query: str) -> Embedding:
+        query = checked_text("query", query)
         engine = self._shared_engine(TextEmbedding, self.model_name)
+        warn_truncated_texts(engine, [query])
         return next(iter(engine.query_embed(query))).tolist()  # type: ignore[no-any-return]
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._get_text_embeddings([text])[0]
+        return self._get_text_embeddings([checked_text("text", text)])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         engine = self._shared_engine(TextEmbedding, self.model_name)

@@ -11,20 +11,31 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tempfile
 import textwrap
 import threading
+import types
+import typing
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fastembed.common.types import Device
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
+from .inputs import warn_truncated, warn_truncated_texts
 
 # `model_kwargs` keys that are fields of their own; setting them twice would be ambiguous.
 _FIELD_OPTIONS = (
@@ -122,6 +133,24 @@ def hub_cache_folder(cache_dir: Path, hf_repo: str) -> Path:
     return cache_dir / ("models--" + hf_repo.replace("/", "--"))
 
 
+def raw_field(cls: type[BaseModel], data: dict[str, Any], name: str) -> Any:  # noqa: ANN401
+    """Return field ``name`` from a "before" validator's raw ``data``, or its default."""
+    if name in data:
+        return data[name]
+    return cls.model_fields[name].get_default(call_default_factory=True)
+
+
+def _takes_numbers(annotation: Any) -> str:  # noqa: ANN401 - any type annotation
+    """Return "one" for a number field, "list" for a list of numbers, "" otherwise."""
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    for option in args or (annotation,):
+        if option in (int, float):
+            return "one"
+        if typing.get_origin(option) is list and set(typing.get_args(option)) & {int, float}:
+            return "list"
+    return ""
+
+
 class _EngineSlot:
     """Holds the loaded engine; copies and pickles come back empty and reload on first use.
 
@@ -178,6 +207,9 @@ class FastEmbedEngineOptions(BaseModel):
     )
 
     _engine: _EngineSlot = PrivateAttr(default_factory=_EngineSlot)
+    # Set by each class: the fastembed class it runs, and the field that names the model.
+    _engine_class: ClassVar[type[Any]]
+    _model_field: ClassVar[str]
 
     @model_validator(mode="before")
     @classmethod
@@ -191,6 +223,19 @@ class FastEmbedEngineOptions(BaseModel):
                 msg = f"class_name {name!r} does not describe a {expected}: load it with {name}"
                 raise ValueError(msg)
         return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:  # noqa: ANN401
+        # pydantic takes True for 1; a bool where a count or a score is meant is a mistake.
+        field = cls.model_fields.get(info.field_name or "")
+        takes = _takes_numbers(field.annotation) if field is not None else ""
+        if (takes == "one" and isinstance(value, bool)) or (
+            takes == "list" and isinstance(value, list) and any(isinstance(v, bool) for v in value)
+        ):
+            msg = f"{info.field_name} takes numbers, not booleans: got {value!r}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("model_kwargs")
     @classmethod
@@ -210,6 +255,34 @@ class FastEmbedEngineOptions(BaseModel):
                 )
                 raise ValueError(msg)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_model_kwargs(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        # fastembed passes unknown options on and ignores them: a misspelt one would go unseen.
+        # A "before" validator sees an assignment before it is made (an "after" one would
+        # leave the refused value in place).
+        if not isinstance(data, dict):
+            return data
+        model_name, model_kwargs = raw_field(cls, data, cls._model_field), data.get("model_kwargs")
+        if not isinstance(model_name, str) or not isinstance(model_kwargs, dict):
+            return data  # the fields' own validation reports it
+        found = _fastembed.engine_options(cls._engine_class, model_name)
+        if found is None:
+            return data
+        model_class, options = found
+        options = options - set(_FIELD_OPTIONS) - set(_RESERVED_KWARGS)
+        for key in model_kwargs:
+            if key not in options and key not in _FIELD_OPTIONS + _RESERVED_KWARGS:
+                close = difflib.get_close_matches(str(key), options, n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                msg = (
+                    f"model_kwargs[{key!r}] is not an option of fastembed's "
+                    f"{model_class.__name__}, which runs {model_name!r}: fastembed would "
+                    f"silently ignore it. {hint}Its options: {', '.join(sorted(options))}"
+                )
+                raise ValueError(msg)
+        return data
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments the fastembed class is built with."""
@@ -252,10 +325,7 @@ class FastEmbedEngineOptions(BaseModel):
             with _LOAD_LOCK:
                 engine = _LOADED.get(key)
                 if engine is None:
-                    lazy = {"lazy_load": True} if prepare is not None else {}
-                    engine = _load(engine_class, model_name, {**kwargs, **lazy})
-                    if prepare is not None:
-                        prepare(engine)
+                    engine = _load(engine_class, model_name, kwargs, prepare)
                     _LOADED[key] = engine
         with _RECENT_LOCK:
             _RECENT[key] = (type(self), engine)
@@ -277,7 +347,13 @@ class FastEmbedEngineOptions(BaseModel):
                 del _RECENT[key]
 
 
-def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
+def _load(
+    engine_class: type[E],
+    model_name: str,
+    kwargs: dict[str, Any],
+    prepare: Callable[[E], object] | None = None,
+) -> E:
+    """Build the fastembed model; ``prepare`` loads its session (fastembed's lazy_load)."""
     description = find_model(engine_class, model_name)
     specific = kwargs.get("specific_model_path")
     # BM25 has no model file: its folder holds stopword lists (checked by its class).
@@ -307,11 +383,87 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
         if unreachable is not None:
             kwargs = {**kwargs, "local_files_only": True}  # still finds older cache layouts
     try:
-        return engine_class(model_name, **kwargs)  # type: ignore[call-arg]
-    except ValueError as e:
-        # fastembed's own message names neither the place it looked nor the fix.
-        if not _fastembed.is_missing_model_error(e):
+        if prepare is None:
+            engine = engine_class(model_name, **kwargs)  # type: ignore[call-arg]
+        else:
+            engine = engine_class(model_name, **kwargs, lazy_load=True)  # type: ignore[call-arg]
+            prepare(engine)
+    except Exception as e:
+        # fastembed's, onnxruntime's and the tokenizer's own errors name neither the model
+        # nor the fix, and some not even the file.
+        problem = _load_problem(e, description, kwargs, offline, unreachable)
+        if problem is None:
             raise
+        msg = f"Could not load {engine_class.__name__} model {model_name!r}: {problem}"
+        raise ValueError(msg) from e
+    wrong_kind = _wrong_kind(engine_class.__name__, description, _fastembed.output_shape(engine))
+    if wrong_kind:
+        files = _fastembed.model_files(engine)
+        graph = f"its ONNX graph {files[0]}" if files else "its ONNX graph"
+        msg = (
+            f"Could not load {engine_class.__name__} model {model_name!r}: {graph} "
+            f"{wrong_kind}. The file is another model's: {_fix_files(description, kwargs)}"
+        )
+        raise ValueError(msg)
+    return engine
+
+
+def _cache_dir(kwargs: dict[str, Any]) -> tuple[Path, str]:
+    """Return the cache fastembed uses for ``kwargs``, and the setting that chose it."""
+    if kwargs.get("cache_dir"):
+        return Path(kwargs["cache_dir"]), "cache_dir"
+    if os.environ.get("FASTEMBED_CACHE_PATH"):
+        return default_cache_dir(), "FASTEMBED_CACHE_PATH"
+    return default_cache_dir(), "fastembed's default cache"
+
+
+def _snapshot(description: dict[str, Any], kwargs: dict[str, Any]) -> Path | None:
+    """Return the folder fastembed loads the model's files from, where it can be told."""
+    if kwargs.get("specific_model_path"):
+        return Path(kwargs["specific_model_path"])
+    hf_repo = description["sources"].get("hf")
+    if not hf_repo:
+        return None
+    repo = hub_cache_folder(_cache_dir(kwargs)[0], hf_repo)
+    try:
+        return repo / "snapshots" / (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+
+
+def _fix_files(description: dict[str, Any], kwargs: dict[str, Any]) -> str:
+    """Say how to replace the model's files, wherever fastembed loads them from."""
+    model_name, hf_repo = description["model"], description["sources"].get("hf")
+    source = f" (from the repository {hf_repo})" if hf_repo else ""
+    if kwargs.get("specific_model_path"):
+        return (
+            f"put {model_name}'s own files{source} in "
+            f"specific_model_path={kwargs['specific_model_path']!r}."
+        )
+    where = hub_cache_folder(_cache_dir(kwargs)[0], hf_repo) if hf_repo else _cache_dir(kwargs)[0]
+    return (
+        f"delete {where} and load the model again with internet access, so that fastembed "
+        f"downloads it afresh, or import a good copy{source} with "
+        f"`llama-index-fastembed-rerank models import DIR {model_name}`."
+    )
+
+
+def _load_problem(
+    error: Exception,
+    description: dict[str, Any],
+    kwargs: dict[str, Any],
+    offline: str | None,
+    unreachable: str | None,
+) -> str | None:
+    """Say what went wrong in a failed load and how to fix it; None where it cannot be told.
+
+    ``offline`` names the setting that kept fastembed off the hub, and ``unreachable`` why the
+    hub could not be reached, where either is known.
+    """
+    model_name = description["model"]
+    if _fastembed.is_missing_model_error(error):
+        cache = _cache_dir(kwargs)[0]
+        hf_repo = description["sources"].get("hf")
         where = str(hub_cache_folder(cache, hf_repo)) if hf_repo else str(cache)
         if offline is not None:
             why = f", and {offline} kept fastembed from asking the model hub"
@@ -330,14 +482,88 @@ def _load(engine_class: type[E], model_name: str, kwargs: dict[str, Any]) -> E:
                 else ""
             )
             first_fix = "run once with internet access so fastembed downloads it"
-        msg = (
-            f"Could not load {engine_class.__name__} model {model_name!r}: it is not in the "
-            f"cache at {where}{why}. Fix it in one of these ways: {first_fix}; set "
-            "cache_dir= (or FASTEMBED_CACHE_PATH) to a cache that holds it; pass "
+        return (
+            f"it is not in the cache at {where}{why}. Fix it in one of these ways: {first_fix}; "
+            "set cache_dir= (or FASTEMBED_CACHE_PATH) to a cache that holds it; pass "
             "specific_model_path= to a directory with its ONNX and tokenizer files; or import "
             f"a local copy with `llama-index-fastembed-rerank models import DIR {model_name}`."
         )
-        raise ValueError(msg) from e
+    if isinstance(error, OSError) and error.filename:
+        cache, setting = _cache_dir(kwargs)
+        place = Path(error.filename)
+        if place == cache or cache in place.parents or place in cache.parents:
+            reason = (
+                "it is a file, not a folder"
+                if cache.exists() and not cache.is_dir()
+                else f"{error.strerror}: {place}"
+            )
+            return (
+                f"the model cache {cache} ({setting}) cannot be used: {reason}. Pass cache_dir= "
+                f"a folder this process can create and write in, or set FASTEMBED_CACHE_PATH "
+                f"to one."
+            )
+        return f"{error.strerror}: {place}. Make the model's files readable by this process."
+    folder = _snapshot(description, kwargs)
+    if type(error).__module__.startswith("onnxruntime"):
+        found = re.search(r"Load model from (.+?) failed", str(error))
+        onnx_file = found.group(1) if found else str(folder / description["model_file"])
+        return (
+            f"ONNX Runtime cannot read its model file {onnx_file} ({error}). The file is "
+            f"damaged or incomplete: {_fix_files(description, kwargs)}"
+        )
+    for path in sorted(folder.glob("*.json")) if folder and folder.is_dir() else []:
+        damage = _json_damage(path)
+        if damage:
+            return f"{path} is damaged ({damage}): {_fix_files(description, kwargs)}"
+    return None
+
+
+def _json_damage(path: Path) -> str:
+    """Return what is wrong with a JSON file fastembed reads, or '' if nothing is."""
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"not valid JSON: {e}"
+    if path.name == "tokenizer.json":
+        return _fastembed.tokenizer_file_damage(path)
+    return ""
+
+
+def _wrong_kind(engine_name: str, description: dict[str, Any], shape: list[Any] | None) -> str:
+    """Say how the shape of a model's output shows another kind of model, or '' if it does not.
+
+    Only dimensions the graph fixes count; named (dynamic) ones fit anything.
+    """
+    if shape is None:
+        return ""
+    fixed = [d if isinstance(d, int) else None for d in shape]
+    shown_shape = "[" + ", ".join(str(d) for d in shape) + "]"
+    if engine_name == "TextCrossEncoder" and (len(shape) != 2 or fixed[1] not in (1, None)):
+        return (
+            f"returns {shown_shape}, where a cross-encoder returns one score per "
+            f"query-document pair ([batch, 1]); an embedding model returns vectors"
+        )
+    dim = description.get("dim")
+    if engine_name == "TextEmbedding" and (
+        len(shape) not in (2, 3) or (dim and fixed[-1] not in (dim, None))
+    ):
+        return (
+            f"returns {shown_shape}, where {description['model']} returns {dim}-number vectors "
+            f"([batch, tokens, {dim}] or [batch, {dim}]); a cross-encoder returns one score "
+            f"per pair ([batch, 1])"
+        )
+    vocab = description.get("vocab_size")
+    splade = not description.get("requires_idf") and vocab
+    if (
+        engine_name == "SparseTextEmbedding"
+        and splade
+        and (len(shape) != 3 or fixed[-1] not in (vocab, None))
+    ):
+        return (
+            f"returns {shown_shape}, where a SPLADE model returns a weight for each of its "
+            f"{vocab} vocabulary words per token ([batch, tokens, {vocab}])"
+        )
+    return ""
 
 
 class FastEmbedEmbeddingOptions(FastEmbedEngineOptions):
@@ -387,9 +613,12 @@ class FastEmbedEmbeddingOptions(FastEmbedEngineOptions):
         if tokenizer is None or self.parallel is not None:
             # No tokenizer (BM25), or worker processes, which start anew on every call: one
             # call, in character order.
+            warn_truncated_texts(engine, texts)
             batches = [sorted(range(len(texts)), key=lambda i: len(texts[i]))]
         else:
-            lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
+            encodings = tokenizer.encode_batch(texts)
+            warn_truncated(engine.model_name, encodings, "texts", "embedded")
+            lengths = [sum(e.attention_mask) for e in encodings]
             batches = list(length_batches(lengths, self.batch_size, self.max_batch_tokens))
         vectors: list[Any] = [None] * len(texts)
         for rows in batches:

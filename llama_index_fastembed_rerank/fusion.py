@@ -11,6 +11,8 @@ default weight of 1 to each; for RRF this is Qdrant's weighted RRF (``Rrf(weight
 from __future__ import annotations
 
 import math
+import numbers
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from llama_index.core.schema import BaseNode
@@ -45,9 +47,10 @@ def reciprocal_rank_fusion(
     Returns:
         The fused candidates, highest score first; ties keep dense-then-sparse order.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not _is_int(k) or k < 1:
         msg = f"k must be an int >= 1 (Qdrant's default is {DEFAULT_RRF_K}), got {k!r}"
         raise ValueError(msg)
+    k = int(k)
 
     def by_rank(scores: list[float], weight: float) -> list[float]:
         if weight <= 0:
@@ -106,15 +109,16 @@ def _fuse(
     top_k: int | None,
     side_scores: Callable[[list[float], float], list[float]],
 ) -> VectorStoreQueryResult:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
         msg = (
             f"alpha must be a number from 0 (sparse only) to 1 (dense only), got {alpha!r}; "
             f"0.5 weighs both sides equally"
         )
         raise ValueError(msg)
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
         msg = f"top_k must be an int >= 1, or None for every fused result; got {top_k!r}"
         raise ValueError(msg)
+    alpha, top_k = float(alpha), None if top_k is None else int(top_k)
     fused: dict[str, float] = {}
     nodes: dict[str, BaseNode] = {}
     for name, result, weight in (
@@ -139,12 +143,22 @@ def _fuse(
     )
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _candidates(
     side: str, result: VectorStoreQueryResult
 ) -> tuple[list[str], Sequence[BaseNode], list[float]]:
+    if not isinstance(result, VectorStoreQueryResult):
+        msg = (
+            f"{side}_result must be a VectorStoreQueryResult (the vector store's answer), "
+            f"got {type(result).__name__}"
+        )
+        raise TypeError(msg)
     nodes = result.nodes or []
     ids = list(result.ids) if result.ids else [node.node_id for node in nodes]
-    similarities = [float(s) for s in result.similarities or []]
+    similarities = list(result.similarities or [])
     if not (len(ids) == len(nodes) == len(similarities)):
         msg = (
             f"the {side} result has {len(nodes)} nodes, {len(ids)} ids and "
@@ -152,7 +166,17 @@ def _candidates(
             f"similarity per node"
         )
         raise ValueError(msg)
-    if any(math.isnan(s) for s in similarities):
-        msg = f"the {side} result has NaN similarities: {similarities}"
+    for i, s in enumerate(similarities):
+        # NaN and infinities would make every fused score NaN or infinite (DBSF), or rank
+        # points by a score that means nothing.
+        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s):
+            msg = f"the {side} result's similarity {i} is {s!r}: similarities must be finite"
+            raise ValueError(msg)
+    if len(set(ids)) < len(ids):
+        repeated = next(i for i, count in Counter(ids).items() if count > 1)
+        msg = (
+            f"the {side} result lists id {repeated!r} twice: each point may appear once per "
+            f"side, or its score would count twice"
+        )
         raise ValueError(msg)
-    return ids, nodes, similarities
+    return ids, nodes, [float(s) for s in similarities]

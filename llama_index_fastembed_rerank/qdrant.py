@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .fusion import reciprocal_rank_fusion
+from .inputs import shown
 from .sparse import FastEmbedSparseEmbedding
 
 if TYPE_CHECKING:
@@ -15,6 +16,14 @@ if TYPE_CHECKING:
     from qdrant_client.http.models import SparseVectorParams
 
 _INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[qdrant]'"
+# QdrantVectorStore arguments this function sets itself, and the argument that sets each.
+_SET_HERE = {
+    "enable_hybrid": "qdrant_hybrid_store always builds a hybrid store",
+    "sparse_doc_fn": "pass sparse_model= instead",
+    "sparse_query_fn": "pass sparse_model= instead",
+    "fastembed_sparse_model": "pass sparse_model=FastEmbedSparseEmbedding(name) instead",
+    "hybrid_fusion_fn": "pass fusion= instead",
+}
 
 
 def qdrant_hybrid_store(
@@ -55,9 +64,12 @@ def qdrant_hybrid_store(
         ``index.as_retriever(vector_store_query_mode="hybrid", ...)``.
 
     Raises:
-        ValueError: Neither or both of a client and a url were given, or the collection
-            exists with a sparse vector configuration this model cannot use (checked where
-            a sync client is at hand).
+        ValueError: Neither or both of a client and a url were given; an api_key without a
+            url; an argument this function sets itself; or the collection exists with a
+            sparse vector configuration this model cannot use (checked where a sync client
+            is at hand).
+        TypeError: ``client``, ``aclient``, ``sparse_model`` or ``fusion`` is of the wrong
+            type.
 
     Example:
         ```python
@@ -79,6 +91,7 @@ def qdrant_hybrid_store(
         msg = f"qdrant_hybrid_store needs the Qdrant vector store: {_INSTALL_HINT}"
         raise ImportError(msg) from e
 
+    _check_arguments(client, aclient, url, api_key, sparse_model, fusion, store_kwargs)
     sparse_model = sparse_model or FastEmbedSparseEmbedding()
     if url is not None and (client is not None or aclient is not None):
         msg = (
@@ -128,6 +141,52 @@ def sparse_vector_params(sparse_model: FastEmbedSparseEmbedding) -> SparseVector
 
     modifier = models.Modifier.IDF if sparse_model.requires_idf else None
     return models.SparseVectorParams(index=models.SparseIndexParams(), modifier=modifier)
+
+
+def _check_arguments(
+    client: object,
+    aclient: object,
+    url: object,
+    api_key: object,
+    sparse_model: object,
+    fusion: object,
+    store_kwargs: dict[str, Any],
+) -> None:
+    """Refuse arguments that would fail later, deep inside the store, or be ignored."""
+    import qdrant_client
+
+    for name, value, expected in (
+        ("client", client, qdrant_client.QdrantClient),
+        ("aclient", aclient, qdrant_client.AsyncQdrantClient),
+    ):
+        if value is not None and not isinstance(value, expected):
+            msg = (
+                f"{name} must be {expected.__name__}(...), got {shown(value)}: for a server, "
+                f"pass url=... instead"
+            )
+            raise TypeError(msg)
+    if api_key is not None and url is None:
+        msg = (
+            "api_key is used only with url=...: with client=..., give the key to "
+            "QdrantClient(url=..., api_key=...) itself"
+        )
+        raise ValueError(msg)
+    if sparse_model is not None and not isinstance(sparse_model, FastEmbedSparseEmbedding):
+        msg = (
+            f"sparse_model must be a FastEmbedSparseEmbedding, got {shown(sparse_model)}: "
+            f"pass sparse_model=FastEmbedSparseEmbedding('Qdrant/bm25') or another model name"
+        )
+        raise TypeError(msg)
+    if not callable(fusion):
+        msg = (
+            f"fusion must be a function such as reciprocal_rank_fusion or "
+            f"distribution_based_score_fusion, got {shown(fusion)}"
+        )
+        raise TypeError(msg)
+    for name, fix in _SET_HERE.items():
+        if name in store_kwargs:
+            msg = f"{name} is set by qdrant_hybrid_store: {fix}"
+            raise ValueError(msg)
 
 
 def _check_existing(

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-import sys
-import warnings
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Literal
 
-import llama_index.core
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -20,6 +17,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
 from .engine import FastEmbedEngineOptions, document_options, find_model
+from .inputs import checked_list, checked_text, shown, warn, warn_truncated
 from .long_documents import DEFAULT_MAX_WINDOWS, cut_windows
 from .pruned_graph import use_pruned_graph
 
@@ -27,16 +25,6 @@ DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 dispatcher = get_dispatcher(__name__)
-# Frames in these directories are skipped so that a warning points at the caller's code.
-_INTERNAL_DIRS = tuple(
-    str(Path(path).parent)
-    for path in (
-        __file__,
-        llama_index.core.__file__,
-        sys.modules[type(dispatcher).__module__].__file__,
-    )
-    if path
-)
 
 
 @document_options
@@ -44,9 +32,10 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     """Rerank retrieved nodes with a local fastembed cross-encoder (ONNX, no PyTorch).
 
     Each node's text is scored against the query by ``TextCrossEncoder``; the nodes come back
-    as new ``NodeWithScore`` objects, highest score first (ties keep their input order). The
-    caller's nodes, scores and metadata are never changed. The model loads on first use,
-    once per process for each model and engine options.
+    as new ``NodeWithScore`` objects, highest score first (ties keep their input order). A
+    node with no text to score (an image node, an empty text) gets the score None and comes
+    after every scored node. The caller's nodes, scores and metadata are never changed. The
+    model loads on first use, once per process for each model and engine options.
 
     Example:
         ```python
@@ -64,6 +53,9 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     model_config = ConfigDict(
         validate_assignment=True, arbitrary_types_allowed=True, extra="forbid"
     )
+
+    _engine_class = TextCrossEncoder
+    _model_field = "model"
 
     model: str = Field(
         default=DEFAULT_RERANK_MODEL,
@@ -153,6 +145,17 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
             raise ValueError(msg)
         return value
 
+    @field_validator("score_threshold")
+    @classmethod
+    def _comparable_threshold(cls, value: float | None) -> float | None:
+        if value is not None and math.isnan(value):
+            msg = (
+                "score_threshold must be a number or None, got nan: no score is >= NaN, so "
+                "every node would be dropped; pass None to keep every node"
+            )
+            raise ValueError(msg)
+        return value
+
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
@@ -172,13 +175,18 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        if query_bundle is None or not query_bundle.query_str.strip():
+        if isinstance(query_bundle, str):  # postprocess_nodes(nodes, "query"), positionally
+            query_bundle = QueryBundle(query_bundle)
+        if query_bundle is not None and not isinstance(query_bundle, QueryBundle):
             msg = (
-                f"FastEmbedRerank needs a non-empty query, got {query_bundle!r}: call "
-                f"postprocess_nodes(nodes, query_str=...) or pass a query_bundle"
+                f"query_bundle must be a QueryBundle, got {shown(query_bundle)}: call "
+                f"postprocess_nodes(nodes, query_str=...)"
             )
-            raise ValueError(msg)
-        query = query_bundle.query_str
+            raise TypeError(msg)
+        query = _query_text(None if query_bundle is None else query_bundle.query_str)
+        nodes = checked_list(
+            "nodes", nodes, NodeWithScore, "wrap each node as NodeWithScore(node=..., score=...)"
+        )
         dispatcher.event(
             ReRankStartEvent(
                 query=query_bundle,
@@ -203,17 +211,21 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
 
     def _rerank(self, query: str, nodes: list[NodeWithScore]) -> list[NodeWithScore]:
         texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
-        unique = list(dict.fromkeys(texts))  # identical texts are scored once
-        by_text = dict(zip(unique, self.score(query, unique), strict=True))
-        scored = [self._rescored(n, by_text[t]) for n, t in zip(nodes, texts, strict=True)]
+        # A node without text (an image, an empty chunk) cannot be judged by a text model: a
+        # score for "" would be the model's guess, and could rank it first.
+        unique = list(dict.fromkeys(t for t in texts if t.strip()))  # scored once each
+        by_text: dict[str, float | None] = dict(zip(unique, self.score(query, unique), strict=True))
+        rescored = [self._rescored(n, by_text.get(t)) for n, t in zip(nodes, texts, strict=True)]
+        scored = [n for n in rescored if n.score is not None]
         # sorted() is stable with reverse=True: ties keep their input order.
         scored.sort(key=lambda n: n.score, reverse=True)  # type: ignore[arg-type, return-value]
-        kept = scored[: self.top_n]
+        kept = [*scored, *(n for n in rescored if n.score is None)][: self.top_n]
         if self.score_threshold is not None:
-            kept = [n for n in kept if n.score >= self.score_threshold]  # type: ignore[operator]
+            threshold = self.score_threshold
+            kept = [n for n in kept if n.score is not None and n.score >= threshold]
         return kept
 
-    def _rescored(self, old: NodeWithScore, score: float) -> NodeWithScore:
+    def _rescored(self, old: NodeWithScore, score: float | None) -> NodeWithScore:
         node = old.node
         if self.keep_retrieval_score:
             # A copy, so the caller's node (often shared with a docstore) stays as it was.
@@ -226,14 +238,21 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
             )
         return NodeWithScore(node=node, score=score)
 
-    def score(self, query: str, texts: list[str]) -> list[float]:
+    def score(self, query: str, texts: Iterable[str]) -> list[float]:
         """Score each text against the query, in input order, on this reranker's scale.
 
         Pairs are ordered by length and batched within ``batch_size`` and
         ``max_batch_tokens``, so each ONNX run pads only to the longest pair of its own batch;
-        the scores equal ``TextCrossEncoder.rerank``'s. Under ``long_documents="max"`` a
-        text too long for the model's window scores as its best window.
+        the scores equal ``TextCrossEncoder.rerank``'s, an empty text's included. Under
+        ``long_documents="max"`` a text too long for the model's window scores as its best
+        window.
+
+        Raises:
+            ValueError: The query is empty.
+            TypeError: The query is not a string, or ``texts`` is not a list of strings.
         """
+        query = _query_text(query, call="score(query, texts)")
+        texts = checked_list("texts", texts, str, "pass a list of strings, e.g. [text]")
         if not texts:
             return []
         logits = _score_pairs(
@@ -248,6 +267,14 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         if self.normalize:
             return [_sigmoid(x) for x in logits]
         return logits
+
+
+def _query_text(query: object, call: str = "postprocess_nodes(nodes, query_str=...)") -> str:
+    """Return the query, if it is a string with some text in it."""
+    if query is None or (isinstance(query, str) and not query.strip()):
+        msg = f"FastEmbedRerank needs a non-empty query, got {query!r}: call {call}"
+        raise ValueError(msg)
+    return checked_text("the query", query)
 
 
 def _with_key(keys: list[str]) -> list[str]:
@@ -274,7 +301,7 @@ def _score_pairs(
     tokenizer = _fastembed.tokenizer(encoder)
     if tokenizer is None:  # the public-API fallback: fastembed's own loop
         if long_documents == "max":
-            _warn(
+            warn(
                 f"long_documents='max' needs the tokenizer of {encoder.model_name}, which this "
                 f"fastembed version does not expose where this package looks: long documents "
                 f"were truncated as fastembed does"
@@ -289,7 +316,7 @@ def _score_pairs(
     if long_rows and long_documents == "max":
         windows = cut_windows(tokenizer, query, [texts[i] for i in long_rows], max_windows)
         if windows is None:
-            _warn(
+            warn(
                 f"the query fills the {window}-token window of {encoder.model_name}, leaving "
                 f"no room for a document beside it: {len(long_rows)} of {len(texts)} pairs "
                 f"were truncated as fastembed does; shorten the query"
@@ -301,18 +328,22 @@ def _score_pairs(
             # One tokenization of every pair scored, so that the session inputs pad alike.
             encodings = tokenizer.encode_batch([(query, text) for text in pair_texts])
             if windows.capped:
-                _warn(
+                warn(
                     f"{windows.capped} of {len(texts)} documents needed more than "
                     f"max_windows={max_windows} windows of {windows.room} tokens beside the "
                     f"query: their text after window {max_windows} was not scored; raise "
                     f"max_windows to score more of it"
                 )
     elif long_rows:
-        _warn(
-            f"{len(long_rows)} of {len(texts)} query-document pairs were longer than the "
-            f"{window}-token window of {encoder.model_name} and were truncated as fastembed "
-            f"does (the longer text loses its end): pass long_documents='max' to score long "
-            f"documents by their best window, or split them into smaller chunks"
+        warn_truncated(
+            encoder.model_name,
+            encodings,
+            "query-document pairs",
+            "scored",
+            fix=(
+                "pass long_documents='max' to score long documents by their best window, "
+                "or split them into smaller chunks"
+            ),
         )
     lengths = [sum(e.attention_mask) for e in encodings]
     run = _fastembed.session_runner(encoder, encodings, lengths) or (
@@ -324,15 +355,3 @@ def _score_pairs(
             owner = owners[row]
             scores[owner] = max(scores[owner], float(score))
     return scores
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, UserWarning, stacklevel=_caller_stacklevel())
-
-
-def _caller_stacklevel() -> int:
-    """Return the stacklevel of the first frame outside this package and LlamaIndex core."""
-    level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
-        level, frame = level + 1, frame.f_back
-    return level

@@ -10,9 +10,11 @@ from fastembed import SparseTextEmbedding
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .engine import FastEmbedEmbeddingOptions, document_options, find_model
+from .engine import FastEmbedEmbeddingOptions, document_options, find_model, raw_field
+from .inputs import checked_list, checked_text, warn_truncated_texts
 
 DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
+_TEXTS_FIX = "pass a list of strings, e.g. [text]"
 _BM25 = "qdrant/bm25"
 # fastembed's Bm25 silently uses no stopwords when its language's list is missing, except for
 # Tamil, which has none.
@@ -54,6 +56,9 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
         protected_namespaces=("pydantic_model_",),
     )
 
+    _engine_class = SparseTextEmbedding
+    _model_field = "model_name"
+
     model_name: str = Field(
         default=DEFAULT_SPARSE_MODEL,
         description="A sparse model from `SparseTextEmbedding.list_supported_models()`.",
@@ -74,27 +79,37 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
         find_model(SparseTextEmbedding, value)
         return value
 
-    @model_validator(mode="after")
-    def _bm25_has_stopwords(self) -> FastEmbedSparseEmbedding:
-        if self.model_name.lower() != _BM25 or self.specific_model_path is None:
-            return self
-        options = self.model_kwargs
+    @model_validator(mode="before")
+    @classmethod
+    def _bm25_has_stopwords(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        # "before", so that a refused assignment leaves the instance as it was.
+        if not isinstance(data, dict):
+            return data
+        model_name = raw_field(cls, data, "model_name")
+        folder = raw_field(cls, data, "specific_model_path")
+        options = raw_field(cls, data, "model_kwargs")
+        if not (
+            isinstance(model_name, str) and isinstance(folder, str) and isinstance(options, dict)
+        ):
+            return data  # the fields' own validation reports it
+        if model_name.lower() != _BM25:
+            return data
         language = options.get("language", "english")
         if (
             options.get("stopwords") is not None
             or options.get("disable_stemmer")
             or language in _BM25_LANGUAGES_WITHOUT_LIST
         ):
-            return self
-        stopwords = Path(self.specific_model_path) / f"{language}.txt"
+            return data
+        stopwords = Path(folder) / f"{language}.txt"
         if not stopwords.is_file():
             msg = (
-                f"{self.model_name} found no stopword list at {stopwords}: fastembed would "
+                f"{model_name} found no stopword list at {stopwords}: fastembed would "
                 f"silently keep every stopword. Put the {language} list there (one word a "
                 f"line), or pass model_kwargs={{'stopwords': {{...}}}}"
             )
             raise ValueError(msg)
-        return self
+        return data
 
     @property
     def requires_idf(self) -> bool:
@@ -114,13 +129,31 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
 
     def query_fn(self, texts: list[str]) -> BatchSparseEncoding:
         """Encode queries for QdrantVectorStore's ``sparse_query_fn`` (``query_embed``)."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
         return _split([self.get_query_embedding(text) for text in texts])
 
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[SparseEmbedding]:
+        """Embed documents (any iterable of strings), in input order."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False
+    ) -> list[SparseEmbedding]:
+        """Embed documents (any iterable of strings), in input order, off the event loop."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return await super().aget_text_embedding_batch(texts, show_progress)
+
     def _get_query_embedding(self, query: str) -> SparseEmbedding:
-        return _as_dict(next(iter(self._model().query_embed(query))))
+        query = checked_text("query", query)
+        model = self._model()
+        warn_truncated_texts(model, [query])
+        return _as_dict(next(iter(model.query_embed(query))))
 
     def _get_text_embedding(self, text: str) -> SparseEmbedding:
-        return self._get_text_embeddings([text])[0]
+        return self._get_text_embeddings([checked_text("text", text)])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         return [_as_dict(v) for v in self._embed_passages(self._model(), texts)]

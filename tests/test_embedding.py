@@ -75,7 +75,11 @@ class WordTokenizer:
     def encode_batch(self, texts):
         longest = max(len(t.split()) for t in texts)
         return [
-            SimpleNamespace(attention_mask=[1] * len(t.split()) + [0] * (longest - len(t.split())))
+            SimpleNamespace(
+                ids=[1] * longest,
+                attention_mask=[1] * len(t.split()) + [0] * (longest - len(t.split())),
+                overflowing=[],  # no window: nothing is cut
+            )
             for t in texts
         ]
 

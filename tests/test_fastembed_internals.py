@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 import pytest
+from fastembed import SparseTextEmbedding, TextEmbedding
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from onnx import numpy_helper
 
@@ -204,9 +205,68 @@ def test_real_rerank_without_internals_equals_fastembed(
 
 def test_this_file_is_the_only_one_reading_fastembeds_private_parts():
     package = Path(_fastembed.__file__).parent
-    private = ("._model_dir", "._build_onnx_input", "ONNX_OUTPUT_NAMES", ".model.tokenizer")
+    private = (
+        "._model_dir",
+        "._build_onnx_input",
+        "ONNX_OUTPUT_NAMES",
+        ".model.tokenizer",
+        "_REGISTRY",
+        "EXPOSED_SESSION_OPTIONS",
+        "_list_supported_models",
+    )
     for path in package.glob("*.py"):
         if path.name == "_fastembed.py":
             continue
         text = path.read_text()
         assert not [p for p in private if p in text], path.name
+
+
+# --- what validation and load errors read -------------------------------------------------------
+
+
+def test_engine_options_are_the_ones_fastembeds_model_class_takes(offline_cache):
+    offline_models.register_standin()
+    model_class, options = _fastembed.engine_options(
+        TextCrossEncoder, offline_models.STANDIN_RERANK_MODEL
+    )
+    assert model_class.__name__ == "CustomTextCrossEncoder"
+    assert {"enable_cpu_mem_arena", "local_files_only", "specific_model_path"} <= options
+    # What it names is what fastembed acts on: the arena option reaches the session.
+    encoder = TextCrossEncoder(
+        offline_models.STANDIN_RERANK_MODEL,
+        cache_dir=str(offline_cache),
+        local_files_only=True,
+        enable_cpu_mem_arena=False,
+    )
+    assert _fastembed.session(encoder).get_session_options().enable_cpu_mem_arena is False
+    model_class, options = _fastembed.engine_options(SparseTextEmbedding, "Qdrant/bm25")
+    assert model_class.__name__ == "Bm25"
+    assert {"k", "b", "avg_len", "language", "stopwords", "disable_stemmer"} <= options
+    model_class, options = _fastembed.engine_options(TextEmbedding, "minishlab/potion-base-8M")
+    assert (model_class.__name__, "mmap" in options) == ("StaticTextEmbedding", True)
+
+
+def test_engine_options_know_nothing_without_a_registry_or_model():
+    assert _fastembed.engine_options(TextCrossEncoder, "no/such-model") is None
+    assert (
+        _fastembed.engine_options(PublicOnlyCrossEncoder, "Xenova/ms-marco-MiniLM-L-6-v2") is None
+    )
+
+
+def test_output_shape_is_the_output_fastembed_reads(
+    real_cross_encoder, real_text_embedding, real_splade_embedding, real_sparse_embedding
+):
+    assert _fastembed.output_shape(real_cross_encoder) == ["batch", 1]
+    assert _fastembed.output_shape(real_text_embedding) == ["batch", "sequence", 384]
+    assert _fastembed.output_shape(real_splade_embedding)[-1] == 30522
+    assert _fastembed.output_shape(real_sparse_embedding) is None  # BM25 has no ONNX graph
+    scores = list(real_cross_encoder.rerank(QUERY, TEXTS[:2]))
+    assert np.shape(scores) == (2,)  # one logit per pair, as [batch, 1] says
+
+
+def test_tokenizer_file_damage_is_what_the_tokenizer_library_says(offline_cache, tmp_path):
+    good = offline_cache.parent / "standin-cross-encoder" / "tokenizer.json"
+    assert _fastembed.tokenizer_file_damage(good) == ""
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"version": "1.0"}')
+    assert "the tokenizer library cannot read it" in _fastembed.tokenizer_file_damage(bad)

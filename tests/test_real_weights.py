@@ -60,12 +60,16 @@ def test_real_rerank_equals_fastembed_rerank(
     expected = list(real_cross_encoder.rerank(QUERY, TEXTS))
     batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
     out = reranker.model_copy(update=batching).postprocess_nodes(make_nodes(TEXTS), query_str=QUERY)
+    with_text = [i for i, t in enumerate(TEXTS) if t]
+    # The empty text is not scored: it comes last, with no score.
     assert [n.node.node_id for n in out] == [
-        f"node-{i}" for i in sorted(range(len(TEXTS)), key=lambda i: -expected[i])
+        *(f"node-{i}" for i in sorted(with_text, key=lambda i: -expected[i])),
+        f"node-{TEXTS.index('')}",
     ]
+    assert out[-1].score is None
     by_id = {n.node.node_id: n.score for n in out}
-    got = [by_id[f"node-{i}"] for i in range(len(TEXTS))]
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    got = [by_id[f"node-{i}"] for i in with_text]
+    np.testing.assert_allclose(got, [expected[i] for i in with_text], atol=1e-5, rtol=0)
     assert all(type(s) is float for s in got)
     assert len(set(expected)) > len(TEXTS) // 2  # the stand-in's scores do differ
 
