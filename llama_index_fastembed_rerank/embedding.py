@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
+from llama_index.core.bridge.pydantic import ConfigDict, Field
 
-from .engine import FastEmbedEmbeddingOptions, document_options, find_model
-from .inputs import checked_list, checked_text, warn_truncated_texts
+from .embedding_base import FastEmbedEmbeddingBase
+from .engine import document_options, find_model
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
-_TEXTS_FIX = "pass a list of strings, e.g. [text]"
 
 
 @document_options
-class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
+class FastEmbedEmbedding(FastEmbedEmbeddingBase, BaseEmbedding):
     """Embed queries and documents with a local fastembed model (ONNX, no PyTorch).
 
     Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``,
@@ -63,53 +61,13 @@ class FastEmbedEmbedding(FastEmbedEmbeddingOptions, BaseEmbedding):
         """Return the name LlamaIndex serializes this class under."""
         return "FastEmbedEmbedding"
 
-    @field_validator("model_name")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        find_model(TextEmbedding, value)
-        return value
-
     @property
     def embedding_size(self) -> int:
         """The length of this model's vectors, known without loading the model."""
         return int(find_model(TextEmbedding, self.model_name)["dim"])
 
-    def warm_up(self) -> None:
-        """Load the model now, e.g. so a service fails at start rather than on a query."""
-        self._shared_engine(TextEmbedding, self.model_name)
+    def _model(self) -> TextEmbedding:
+        return self._shared_engine(TextEmbedding, self.model_name)
 
-    def get_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False, **kwargs: Any
-    ) -> list[Embedding]:
-        """Embed documents (any iterable of strings), in input order."""
-        texts = checked_list("texts", texts, str, _TEXTS_FIX)
-        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
-
-    async def aget_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False, **kwargs: Any
-    ) -> list[Embedding]:
-        """Embed documents (any iterable of strings), in input order, off the event loop."""
-        texts = checked_list("texts", texts, str, _TEXTS_FIX)
-        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
-
-    def _get_query_embedding(self, query: str) -> Embedding:
-        query = checked_text("query", query)
-        engine = self._shared_engine(TextEmbedding, self.model_name)
-        warn_truncated_texts(engine, [query])
-        return next(iter(engine.query_embed(query))).tolist()  # type: ignore[no-any-return]
-
-    def _get_text_embedding(self, text: str) -> Embedding:
-        return self._get_text_embeddings([checked_text("text", text)])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        engine = self._shared_engine(TextEmbedding, self.model_name)
-        return [v.tolist() for v in self._embed_passages(engine, texts)]
-
-    async def _aget_query_embedding(self, query: str) -> Embedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
-
-    async def _aget_text_embedding(self, text: str) -> Embedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
-
-    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
+    def _vector(self, vector: Any) -> Embedding:  # noqa: ANN401 - a numpy array
+        return vector.tolist()  # type: ignore[no-any-return]

@@ -34,8 +34,6 @@ from pydantic import (
 )
 
 from . import _fastembed
-from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
-from .inputs import warn_truncated, warn_truncated_texts
 
 # `model_kwargs` keys that are fields of their own; setting them twice would be ambiguous.
 _FIELD_OPTIONS = (
@@ -564,70 +562,6 @@ def _wrong_kind(engine_name: str, description: dict[str, Any], shape: list[Any] 
             f"{vocab} vocabulary words per token ([batch, tokens, {vocab}])"
         )
     return ""
-
-
-class FastEmbedEmbeddingOptions(FastEmbedEngineOptions):
-    """The options of both embedding classes (dense and sparse) besides the engine's."""
-
-    # fastembed's default is 256: on a CPU big batches only add padding and memory, and a
-    # SPLADE model's output is batch x tokens x its 30,522-word vocabulary.
-    batch_size: int = Field(
-        default=64,
-        ge=1,
-        description="Most texts per ONNX run (fastembed's `batch_size`).",
-    )
-    max_batch_tokens: int | None = Field(
-        default=DEFAULT_MAX_BATCH_TOKENS,
-        ge=1,
-        description=(
-            "Most tokens per ONNX run, padding included (texts times the longest text's "
-            "tokens); a longer text runs alone. `None` leaves batching to `batch_size`. Small "
-            "runs are fastest on a CPU; on a GPU raise it or pass `None`."
-        ),
-    )
-
-    parallel: int | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "fastembed's data parallelism for large ingestion: worker processes, `0` for one per "
-            "core, `None` for one process on ONNX Runtime's threads."
-        ),
-    )
-    # LlamaIndex's default of 10 would cut fastembed's batches to 10 texts.
-    embed_batch_size: int = Field(
-        default=2048,
-        gt=0,
-        le=2048,
-        description="Texts LlamaIndex hands over per call (callbacks, progress).",
-    )
-
-    def _embed_passages(self, engine: Any, texts: list[str]) -> list[Any]:  # noqa: ANN401
-        """Return fastembed's ``passage_embed`` vector of each text, in input order.
-
-        The texts run in order of token length, in batches within ``batch_size`` and
-        ``max_batch_tokens``: fastembed pads a batch to its longest text, and a text's vector
-        does not depend on its batch.
-        """
-        tokenizer = _fastembed.tokenizer(engine)
-        if tokenizer is None or self.parallel is not None:
-            # No tokenizer (BM25), or worker processes, which start anew on every call: one
-            # call, in character order.
-            warn_truncated_texts(engine, texts)
-            batches = [sorted(range(len(texts)), key=lambda i: len(texts[i]))]
-        else:
-            encodings = tokenizer.encode_batch(texts)
-            warn_truncated(engine.model_name, encodings, "texts", "embedded")
-            lengths = [sum(e.attention_mask) for e in encodings]
-            batches = list(length_batches(lengths, self.batch_size, self.max_batch_tokens))
-        vectors: list[Any] = [None] * len(texts)
-        for rows in batches:
-            batch = engine.passage_embed(
-                [texts[i] for i in rows], batch_size=self.batch_size, parallel=self.parallel
-            )
-            for i, vector in zip(rows, batch, strict=True):
-                vectors[i] = vector
-        return vectors
 
 
 def _offline_mode(kwargs: dict[str, Any]) -> str | None:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from fastembed import SparseTextEmbedding
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator, model_validator
+from llama_index.core.bridge.pydantic import ConfigDict, Field, model_validator
 
-from .engine import FastEmbedEmbeddingOptions, document_options, find_model, raw_field
-from .inputs import checked_list, checked_text, warn_truncated_texts
+from .embedding_base import _TEXTS_FIX, FastEmbedEmbeddingBase
+from .engine import document_options, find_model, raw_field
+from .inputs import checked_list
 
 DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
-_TEXTS_FIX = "pass a list of strings, e.g. [text]"
 _BM25 = "qdrant/bm25"
 # fastembed's Bm25 silently uses no stopwords when its language's list is missing, except for
 # Tamil, which has none.
@@ -25,7 +24,7 @@ BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
 
 @document_options
-class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
+class FastEmbedSparseEmbedding(FastEmbedEmbeddingBase, BaseSparseEmbedding):
     """Embed queries and documents as sparse vectors with a local fastembed model.
 
     Queries go through fastembed's ``query_embed`` and documents through ``passage_embed``:
@@ -73,12 +72,6 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
         """Return the name LlamaIndex serializes this class under."""
         return "FastEmbedSparseEmbedding"
 
-    @field_validator("model_name")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        find_model(SparseTextEmbedding, value)
-        return value
-
     @model_validator(mode="before")
     @classmethod
     def _bm25_has_stopwords(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
@@ -116,10 +109,6 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
         """Whether Qdrant must weigh this model's terms by IDF (``Modifier.IDF``), as BM25 needs."""
         return bool(find_model(SparseTextEmbedding, self.model_name).get("requires_idf"))
 
-    def warm_up(self) -> None:
-        """Load the model now, e.g. so a service fails at start rather than on a query."""
-        self._model()
-
     def _model(self) -> SparseTextEmbedding:
         return self._shared_engine(SparseTextEmbedding, self.model_name)
 
@@ -132,45 +121,9 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingOptions, BaseSparseEmbedding):
         texts = checked_list("texts", texts, str, _TEXTS_FIX)
         return _split([self.get_query_embedding(text) for text in texts])
 
-    def get_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False, **kwargs: Any
-    ) -> list[SparseEmbedding]:
-        """Embed documents (any iterable of strings), in input order."""
-        texts = checked_list("texts", texts, str, _TEXTS_FIX)
-        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
-
-    async def aget_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False
-    ) -> list[SparseEmbedding]:
-        """Embed documents (any iterable of strings), in input order, off the event loop."""
-        texts = checked_list("texts", texts, str, _TEXTS_FIX)
-        return await super().aget_text_embedding_batch(texts, show_progress)
-
-    def _get_query_embedding(self, query: str) -> SparseEmbedding:
-        query = checked_text("query", query)
-        model = self._model()
-        warn_truncated_texts(model, [query])
-        return _as_dict(next(iter(model.query_embed(query))))
-
-    def _get_text_embedding(self, text: str) -> SparseEmbedding:
-        return self._get_text_embeddings([checked_text("text", text)])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        return [_as_dict(v) for v in self._embed_passages(self._model(), texts)]
-
-    async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
-
-    async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
-
-    async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
-
-
-def _as_dict(vector: Any) -> SparseEmbedding:  # noqa: ANN401 - fastembed's SparseEmbedding
-    # Python ints and floats: BM25 query weights come back as numpy int64.
-    return {int(i): float(v) for i, v in zip(vector.indices, vector.values, strict=True)}
+    def _vector(self, vector: Any) -> SparseEmbedding:  # noqa: ANN401 - fastembed's vector
+        # Python ints and floats: BM25 query weights come back as numpy int64.
+        return {int(i): float(v) for i, v in zip(vector.indices, vector.values, strict=True)}
 
 
 def _split(embeddings: list[SparseEmbedding]) -> BatchSparseEncoding:

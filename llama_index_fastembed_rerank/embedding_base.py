@@ -1,0 +1,137 @@
+"""What the dense and the sparse embedding classes share: their options and their batching."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from . import _fastembed
+from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
+from .engine import FastEmbedEngineOptions, find_model
+from .inputs import checked_list, checked_text, warn_truncated, warn_truncated_texts
+
+_TEXTS_FIX = "pass a list of strings, e.g. [text]"
+
+
+class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
+    """A LlamaIndex embedding over a fastembed model: queries, documents, batching.
+
+    Each class sets ``_engine_class`` and turns one fastembed vector into LlamaIndex's form
+    (``_vector``); the LlamaIndex base class (``BaseEmbedding`` or ``BaseSparseEmbedding``)
+    comes after this one.
+    """
+
+    model_name: str
+    # fastembed's default is 256: on a CPU big batches only add padding and memory, and a
+    # SPLADE model's output is batch x tokens x its 30,522-word vocabulary.
+    batch_size: int = Field(
+        default=64,
+        ge=1,
+        description="Most texts per ONNX run (fastembed's `batch_size`).",
+    )
+    max_batch_tokens: int | None = Field(
+        default=DEFAULT_MAX_BATCH_TOKENS,
+        ge=1,
+        description=(
+            "Most tokens per ONNX run, padding included (texts times the longest text's "
+            "tokens); a longer text runs alone. `None` leaves batching to `batch_size`. Small "
+            "runs are fastest on a CPU; on a GPU raise it or pass `None`."
+        ),
+    )
+    parallel: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "fastembed's data parallelism for large ingestion: worker processes, `0` for one per "
+            "core, `None` for one process on ONNX Runtime's threads."
+        ),
+    )
+    # LlamaIndex's default of 10 would cut fastembed's batches to 10 texts.
+    embed_batch_size: int = Field(
+        default=2048,
+        gt=0,
+        le=2048,
+        description="Texts LlamaIndex hands over per call (callbacks, progress).",
+    )
+
+    @field_validator("model_name", check_fields=False)
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        find_model(cls._engine_class, value)
+        return value
+
+    def warm_up(self) -> None:
+        """Load the model now, e.g. so a service fails at start rather than on a query."""
+        self._model()
+
+    def _model(self) -> Any:  # noqa: ANN401 - the fastembed class of each subclass
+        """Return the loaded fastembed model (each class names its fastembed class)."""
+        raise NotImplementedError
+
+    def _vector(self, vector: Any) -> Any:  # noqa: ANN401 - fastembed's vector, LlamaIndex's
+        """Return one fastembed vector in LlamaIndex's form (Python floats)."""
+        raise NotImplementedError
+
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        """Embed documents (any iterable of strings), in input order."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)  # type: ignore[misc, no-any-return]
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        """Embed documents (any iterable of strings), in input order, off the event loop."""
+        texts = checked_list("texts", texts, str, _TEXTS_FIX)
+        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)  # type: ignore[misc, no-any-return]
+
+    def _get_query_embedding(self, query: str) -> Any:  # noqa: ANN401 - see _vector
+        query = checked_text("query", query)
+        model = self._model()
+        warn_truncated_texts(model, [query])
+        return self._vector(next(iter(model.query_embed(query))))
+
+    def _get_text_embedding(self, text: str) -> Any:  # noqa: ANN401 - see _vector
+        return self._get_text_embeddings([checked_text("text", text)])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Any]:
+        return [self._vector(v) for v in self._embed_passages(self._model(), texts)]
+
+    async def _aget_query_embedding(self, query: str) -> Any:  # noqa: ANN401 - see _vector
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Any:  # noqa: ANN401 - see _vector
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Any]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+    def _embed_passages(self, engine: Any, texts: list[str]) -> list[Any]:  # noqa: ANN401
+        """Return fastembed's ``passage_embed`` vector of each text, in input order.
+
+        The texts run in order of token length, in batches within ``batch_size`` and
+        ``max_batch_tokens``: fastembed pads a batch to its longest text, and a text's vector
+        does not depend on its batch.
+        """
+        tokenizer = _fastembed.tokenizer(engine)
+        if tokenizer is None or self.parallel is not None:
+            # No tokenizer (BM25), or worker processes, which start anew on every call: one
+            # call, in character order.
+            warn_truncated_texts(engine, texts)
+            batches = [sorted(range(len(texts)), key=lambda i: len(texts[i]))]
+        else:
+            encodings = tokenizer.encode_batch(texts)
+            warn_truncated(engine.model_name, encodings, "texts", "embedded")
+            lengths = [sum(e.attention_mask) for e in encodings]
+            batches = list(length_batches(lengths, self.batch_size, self.max_batch_tokens))
+        vectors: list[Any] = [None] * len(texts)
+        for rows in batches:
+            batch = engine.passage_embed(
+                [texts[i] for i in rows], batch_size=self.batch_size, parallel=self.parallel
+            )
+            for i, vector in zip(rows, batch, strict=True):
+                vectors[i] = vector
+        return vectors
