@@ -54,16 +54,20 @@ from llama_index.core.schema import NodeWithScore, TextNode
 import offline_models
 from llama_index_fastembed_rerank import FastEmbedRerank
 
-LAYERS, HIDDEN, HEADS, INTERMEDIATE = 6, 384, 12, 1536
+LAYERS, HIDDEN, HEADS, INTERMEDIATE = (
+    _common.LAYERS,
+    _common.HIDDEN,
+    _common.HEADS,
+    _common.INTERMEDIATE,
+)
 PAIRS = 100
 
 
 def pair_flops(length: int) -> int:
     """Return the matrix-product FLOPs of one pair of ``length`` tokens (formula above)."""
-    n, h, i, seq = LAYERS, HIDDEN, INTERMEDIATE, length
-    per_layer = 8 * seq * h * h + 4 * seq * seq * h + 4 * seq * h * i
-    pruned = (seq - 1) * (2 * h * h + 4 * h * i)  # the last layer after attention, but [CLS]
-    return n * per_layer + 2 * h * h + 2 * h - pruned
+    h, i = HIDDEN, INTERMEDIATE
+    pruned = (length - 1) * (2 * h * h + 4 * h * i)  # the last layer after attention, but [CLS]
+    return _common.encoder_flops(length) + 2 * h * h + 2 * h - pruned
 
 
 def uniform_documents(tokenizer: object, query: str, length: int) -> list[str]:

@@ -28,7 +28,8 @@ import numpy as np
 from fastembed import TextEmbedding
 from llama_index.embeddings.fastembed import FastEmbedEmbedding as PackageEmbedding
 
-from llama_index_fastembed_rerank import FastEmbedEmbedding
+from llama_index_fastembed_rerank import FastEmbedEmbedding, _fastembed
+from llama_index_fastembed_rerank.batching import length_batches
 
 TOLERANCE = 1e-5
 TARGET = 0.95  # this package's throughput against fastembed's own call
@@ -36,12 +37,9 @@ TARGET = 0.95  # this package's throughput against fastembed's own call
 Embedder = Callable[[list[str]], Any]  # vectors: lists of floats or numpy arrays
 
 
-def padding_ratio(lengths: list[int], batch: int) -> float:
-    """Return tokens run (each batch padded to its longest) over real tokens, in the given order."""
-    run = sum(
-        len(lengths[i : i + batch]) * max(lengths[i : i + batch])
-        for i in range(0, len(lengths), batch)
-    )
+def padding_ratio(lengths: list[int], batches: list[list[int]]) -> float:
+    """Return tokens run (each batch padded to its longest) over real tokens."""
+    run = sum(len(rows) * max(lengths[r] for r in rows) for rows in batches)
     return run / sum(lengths)
 
 
@@ -73,7 +71,7 @@ def main() -> None:
         type=int,
         nargs="*",
         default=[],
-        help="also time this package with these batch_size values",
+        help="also time this package with these max_batch_tokens values",
     )
     args = parser.parse_args()
 
@@ -89,18 +87,22 @@ def main() -> None:
         "TextEmbedding.passage_embed": lambda texts: list(direct.passage_embed(texts)),
         "llama-index-embeddings-fastembed": package.get_text_embedding_batch,
     }
+    encodings = _fastembed.tokenizer(direct).encode_batch(chunks)  # type: ignore[union-attr]
+    lengths = [sum(e.attention_mask) for e in encodings]
+    # What each method runs: ours by token length within its two limits, the others in order.
     batches = {
-        "FastEmbedEmbedding (ours)": ours.batch_size,
-        "TextEmbedding.passage_embed": 256,  # fastembed's default
-        "llama-index-embeddings-fastembed": package.embed_batch_size,
+        "FastEmbedEmbedding (ours)": list(
+            length_batches(lengths, ours.batch_size, ours.max_batch_tokens)
+        ),
+        "TextEmbedding.passage_embed": _common.in_order(len(chunks), 256),  # fastembed's default
+        "llama-index-embeddings-fastembed": _common.in_order(len(chunks), package.embed_batch_size),
     }
     for size in args.extra_batch_sizes:
-        variant = FastEmbedEmbedding(_common.EMBED_MODEL, batch_size=size, **offline)
-        embedders[f"ours, batch_size={size}"] = variant.get_text_embedding_batch
-        batches[f"ours, batch_size={size}"] = size
-
-    encodings = direct.model.tokenizer.encode_batch(chunks)  # type: ignore[attr-defined]
-    lengths = [sum(e.attention_mask) for e in encodings]
+        variant = FastEmbedEmbedding(_common.EMBED_MODEL, max_batch_tokens=size, **offline)
+        embedders[f"ours, max_batch_tokens={size}"] = variant.get_text_embedding_batch
+        batches[f"ours, max_batch_tokens={size}"] = list(
+            length_batches(lengths, variant.batch_size, size)
+        )
     truncated = sum(1 for e in encodings if e.overflowing)
     words = [len(c.split()) for c in chunks]
 
@@ -118,23 +120,20 @@ def main() -> None:
     ref, pkg = rate["TextEmbedding.passage_embed"], rate["llama-index-embeddings-fastembed"]
     print()
     header = (
-        f"{'method':<34}{'batch':>6}{'chunks/s':>10}{'vs direct':>11}{'vs li-fe':>10}"
+        f"{'method':<34}{'runs':>6}{'chunks/s':>10}{'vs direct':>11}{'vs li-fe':>10}"
         f"{'padding':>9}  rounds (s)"
     )
     print(header)
     print("-" * len(header))
-    # This package runs the chunks in order of character length; the others in input order.
-    by_chars = [lengths[i] for i in sorted(range(len(chunks)), key=lambda i: len(chunks[i]))]
     for name, value in rate.items():
         runs = ", ".join(f"{s:.1f}" for s in seconds[name])
-        order = lengths if name.startswith(("TextEmbedding", "llama-index")) else by_chars
         print(
-            f"{name:<34}{batches[name]:>6}{value:>10.1f}{value / ref:>10.2f}x"
-            f"{value / pkg:>9.2f}x{padding_ratio(order, batches[name]):>8.2f}x  {runs}"
+            f"{name:<34}{len(batches[name]):>6}{value:>10.1f}{value / ref:>10.2f}x"
+            f"{value / pkg:>9.2f}x{padding_ratio(lengths, batches[name]):>8.2f}x  {runs}"
         )
     print(
-        "padding: tokens run / real tokens (each batch padded to its longest chunk); "
-        "li-fe: llama-index-embeddings-fastembed"
+        "runs: ONNX runs; padding: tokens run / real tokens (each run padded to its longest "
+        "chunk); li-fe: llama-index-embeddings-fastembed"
     )
 
     ours_vectors = vectors["FastEmbedEmbedding (ours)"]
