@@ -63,6 +63,9 @@ SPLADE_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
 # has no add_custom_model), so SPLADE-tiny loads with specific_model_path under the one SPLADE
 # name that runs plain SPLADE (SpladePP). The weights are SPLADE-tiny's, not SPLADE++'s.
 SPLADE_MODEL = "prithivida/Splade_PP_en_v1"
+# Bump when a build's bytes change: builds stamped with another version are made again.
+BUILD_VERSION = "2"
+_STAMP = ".build-version"
 
 
 def provision(root: Path | None = None) -> Path:
@@ -129,7 +132,7 @@ def build_minilm_encoder(dest: Path) -> Path:
     tokenizer files. FastEmbed does the mean pooling and normalization itself.
 
     Args:
-        dest: Directory to create. If it already holds a complete build, it is reused as is.
+        dest: Directory to create. A complete build of this BUILD_VERSION there is reused.
 
     Returns:
         ``dest``, usable as ``specific_model_path`` for
@@ -162,7 +165,7 @@ def build_bm25(dest: Path) -> Path:
     corpus, so the lists are copied from there.
 
     Args:
-        dest: Directory to create. If it already holds a complete build, it is reused as is.
+        dest: Directory to create. A complete build of this BUILD_VERSION there is reused.
 
     Returns:
         ``dest``, usable as ``specific_model_path`` for ``SparseTextEmbedding("Qdrant/bm25")``.
@@ -198,7 +201,7 @@ def build_standin_cross_encoder(dest: Path, seed: int = 0) -> Path:
     and a ``config.json`` that describes the classifier and flags the stand-in.
 
     Args:
-        dest: Directory to create. If it already holds a complete build, it is reused as is,
+        dest: Directory to create. A complete build of this BUILD_VERSION there is reused,
             whatever seed it was built with.
         seed: Seed for the untrained head.
 
@@ -256,7 +259,7 @@ def build_splade_tiny(dest: Path) -> Path:
     (``prithivida/Splade_PP_en_v1``), although fastembed loads it under that name.
 
     Args:
-        dest: Directory to create. If it already holds a complete build, it is reused as is.
+        dest: Directory to create. A complete build of this BUILD_VERSION there is reused.
 
     Returns:
         ``dest``, usable as ``specific_model_path`` for
@@ -492,25 +495,40 @@ def _is_complete(dest: Path, files: tuple[str, ...]) -> bool:
     return all((dest / name).is_file() for name in files)
 
 
+def _is_current(dest: Path, files: tuple[str, ...]) -> bool:
+    stamp = dest / _STAMP
+    return _is_complete(dest, files) and stamp.is_file() and stamp.read_text() == BUILD_VERSION
+
+
 def _build_atomically(dest: Path, files: tuple[str, ...], fill: Callable[[Path], None]) -> Path:
-    """Run ``fill`` on a temp dir beside ``dest`` and rename it into place once it succeeded."""
-    if _is_complete(dest, files):
+    """Run ``fill`` on a temp dir beside ``dest`` and rename it into place once it succeeded.
+
+    A complete build by an older version of this module is replaced (its files' bytes, and so
+    the snapshot names that the README shows, may differ); anything else in the way is refused.
+    """
+    if _is_current(dest, files):
         return dest
-    if dest.exists():
+    older = _is_complete(dest, files)
+    if dest.exists() and not older:
         if any(dest.iterdir()):  # not ours (our builds appear whole), so do not delete it
             msg = f"{dest} exists but is not a complete build; remove it first"
             raise FileExistsError(msg)
         dest.rmdir()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    old = dest.parent / f".{dest.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
     try:
         fill(tmp)
+        (tmp / _STAMP).write_text(BUILD_VERSION)
         tmp.chmod(0o755)  # mkdtemp makes it private
+        if older:
+            dest.rename(old)
         try:
             tmp.rename(dest)
         except OSError:
-            if not _is_complete(dest, files):  # else a concurrent build got there first
+            if not _is_current(dest, files):  # else a concurrent build got there first
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return dest

@@ -205,6 +205,23 @@ def test_real_sparse_loads_from_a_stopword_folder(offline_cache, real_sparse_emb
     )
 
 
+def test_offline_builds_are_reused_remade_when_older_and_never_replace_foreign_files(tmp_path):
+    folder = offline_models.build_bm25(tmp_path / "bm25")
+    stopwords = (folder / "english.txt").read_text()
+    assert {"the", "of", "and"} <= set(stopwords.split())
+    (folder / "english.txt").write_text("kept\n")  # a build of this version is reused as is
+    assert (offline_models.build_bm25(folder) / "english.txt").read_text() == "kept\n"
+    (folder / ".build-version").write_text("1")  # an older build is made again
+    assert (offline_models.build_bm25(folder) / "english.txt").read_text() == stopwords
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25"]  # no staging left behind
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a build")
+    with pytest.raises(FileExistsError, match="not a complete build; remove it first"):
+        offline_models.build_bm25(foreign)
+    assert (foreign / "notes.txt").read_text() == "not a build"
+
+
 # --- a trained neural sparse model: SPLADE-tiny, offline --------------------------------------
 
 
