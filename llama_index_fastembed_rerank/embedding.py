@@ -6,10 +6,10 @@ from typing import Any
 
 from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field
+from llama_index.core.bridge.pydantic import Field
 
 from .embedding_base import FastEmbedEmbeddingBase
-from .engine import document_options, find_model
+from .engine import MODEL_CONFIG, document_options, find_model
 
 DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
 
@@ -37,12 +37,7 @@ class FastEmbedEmbedding(FastEmbedEmbeddingBase, BaseEmbedding):
         ```
     """
 
-    model_config = ConfigDict(
-        validate_assignment=True,
-        arbitrary_types_allowed=True,
-        extra="forbid",  # a misspelt option fails instead of being ignored
-        protected_namespaces=("pydantic_model_",),
-    )
+    model_config = MODEL_CONFIG
 
     _engine_class = TextEmbedding
     _model_field = "model_name"

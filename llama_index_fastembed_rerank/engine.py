@@ -26,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 from fastembed.common.types import Device
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     PrivateAttr,
     ValidationInfo,
@@ -34,6 +35,14 @@ from pydantic import (
 )
 
 from . import _fastembed
+
+# The pydantic config of the three public classes.
+MODEL_CONFIG = ConfigDict(
+    validate_assignment=True,
+    arbitrary_types_allowed=True,
+    extra="forbid",  # a misspelt option fails instead of being ignored
+    protected_namespaces=("pydantic_model_",),  # `model`, `model_name`, `model_kwargs` are ours
+)
 
 # `model_kwargs` keys that are fields of their own; setting them twice would be ambiguous.
 _FIELD_OPTIONS = (

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from fastembed.rerank.cross_encoder import TextCrossEncoder
-from llama_index.core.bridge.pydantic import ConfigDict, Field, field_validator
+from llama_index.core.bridge.pydantic import Field, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -16,7 +16,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
-from .engine import FastEmbedEngineOptions, document_options, find_model
+from .engine import MODEL_CONFIG, FastEmbedEngineOptions, document_options, find_model
 from .inputs import checked_list, checked_text, shown, warn, warn_truncated
 from .long_documents import DEFAULT_MAX_WINDOWS, cut_windows
 from .pruned_graph import use_pruned_graph
@@ -50,9 +50,7 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         ```
     """
 
-    model_config = ConfigDict(
-        validate_assignment=True, arbitrary_types_allowed=True, extra="forbid"
-    )
+    model_config = MODEL_CONFIG
 
     _engine_class = TextCrossEncoder
     _model_field = "model"

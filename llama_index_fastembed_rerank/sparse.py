@@ -7,10 +7,10 @@ from typing import Any
 
 from fastembed import SparseTextEmbedding
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, model_validator
+from llama_index.core.bridge.pydantic import Field, model_validator
 
 from .embedding_base import _TEXTS_FIX, FastEmbedEmbeddingBase
-from .engine import document_options, find_model, raw_field
+from .engine import MODEL_CONFIG, document_options, find_model, raw_field
 from .inputs import checked_list
 
 DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
@@ -48,12 +48,7 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingBase, BaseSparseEmbedding):
         ```
     """
 
-    model_config = ConfigDict(
-        validate_assignment=True,
-        arbitrary_types_allowed=True,
-        extra="forbid",  # a misspelt option fails instead of being ignored
-        protected_namespaces=("pydantic_model_",),
-    )
+    model_config = MODEL_CONFIG
 
     _engine_class = SparseTextEmbedding
     _model_field = "model_name"
