@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-# Swept on 2 CPU cores: the cross-encoder ran fastest at 512 padded tokens a run (2.95x
-# fastembed's loop; 1024 2.85x, 2048 2.59x), and so did all-MiniLM-L6-v2 (benchmarks/).
+# Swept on 2 CPU cores: the cross-encoder and all-MiniLM-L6-v2 both ran fastest at 512 padded
+# tokens a run (the README's Performance section has the figures).
 DEFAULT_MAX_BATCH_TOKENS = 512
 
 

@@ -86,7 +86,6 @@ def qdrant_hybrid_store(
     try:
         import qdrant_client
         from llama_index.vector_stores.qdrant import QdrantVectorStore
-        from qdrant_client.http import models
     except ImportError as e:
         msg = f"qdrant_hybrid_store needs the Qdrant vector store: {_INSTALL_HINT}"
         raise ImportError(msg) from e
@@ -110,8 +109,9 @@ def qdrant_hybrid_store(
         client_kwargs = store_kwargs.pop("client_kwargs", None) or {}
         client = qdrant_client.QdrantClient(url=url, api_key=api_key, **client_kwargs)
         aclient = qdrant_client.AsyncQdrantClient(url=url, api_key=api_key, **client_kwargs)
-    modifier = models.Modifier.IDF if sparse_model.requires_idf else None
-    sparse_config = store_kwargs.pop("sparse_config", None) or sparse_vector_params(sparse_model)
+    needed = sparse_vector_params(sparse_model)
+    modifier = needed.modifier
+    sparse_config = store_kwargs.pop("sparse_config", None) or needed
     if sparse_config.modifier != modifier:
         msg = (
             f"sparse_config has {_modifier(sparse_config.modifier)}, but "
