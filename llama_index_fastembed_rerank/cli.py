@@ -64,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, ValueError, OSError, ImportError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)  # noqa: T201
         return 2
+    except Exception as e:
+        # A Qdrant server's refusal (ApiException: a 403 for a read-only key, a 409 from a
+        # concurrent create, a timeout) is a failure to report, not a bug to trace.
+        if not type(e).__module__.startswith("qdrant_client"):
+            raise
+        print(f"error: Qdrant: {_one_line(e)}", file=sys.stderr)  # noqa: T201
+        return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to finish", file=sys.stderr)  # noqa: T201
         return 130
@@ -298,9 +305,10 @@ def _models(
             )
             raise CommandError(msg)
         if wants_hybrid and sparse is None:
+            fix = "ingest" if creating else "query it without --hybrid, or ingest"
             msg = (
                 f"collection {args.collection!r} has no sparse vectors (it was ingested "
-                f"without --hybrid): ingest into a new collection with --hybrid"
+                f"without --hybrid): {fix} into a new collection with --hybrid"
             )
             raise CommandError(msg)
         if args.sparse_model and sparse and args.sparse_model.lower() != sparse.lower():
@@ -312,12 +320,6 @@ def _models(
     find_model(TextEmbedding, embed)
     if sparse is not None:
         find_model(SparseTextEmbedding, sparse)
-    if not creating and args.hybrid and sparse is None:
-        msg = (
-            f"collection {args.collection!r} has no sparse vectors: query it without --hybrid, "
-            f"or ingest into a new collection with --hybrid"
-        )
-        raise CommandError(msg)
     return embed, sparse
 
 

@@ -15,14 +15,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from qdrant_client import QdrantClient, models
 
 import offline_models
+from llama_index_fastembed_rerank.cli import DENSE_VECTOR, RECORD_KEY
 from llama_index_fastembed_rerank.ingest import WRITE_BATCH
 
 EMBED = offline_models.EMBED_MODEL
@@ -208,7 +211,7 @@ def test_cli_query_hybrid_fuses_dense_and_bm25(ingested, loan_cache, corpus):
     [
         (
             ["query", "x", "--collection", "nope"],
-            "No collection 'nope' here (collections: dense, docs)",
+            "No collection 'nope' here (collections: dense, docs, plain)",
         ),
         (
             ["query", "x", "--collection", "docs", "--embed-model", "BAAI/bge-small-en-v1.5"],
@@ -257,6 +260,10 @@ def test_cli_query_hybrid_fuses_dense_and_bm25(ingested, loan_cache, corpus):
             ],
             "is longer than chunk size (3)",
         ),
+        (
+            ["query", "x", "--collection", "plain", "--hybrid"],
+            "has no sparse vectors (it was ingested without --hybrid): query it without --hybrid",
+        ),
     ],
     ids=[
         "unknown-collection",
@@ -268,13 +275,21 @@ def test_cli_query_hybrid_fuses_dense_and_bm25(ingested, loan_cache, corpus):
         "missing-model-before-writing",
         "bad-option",
         "chunks-smaller-than-metadata",
+        "hybrid-query-of-a-dense-collection",
     ],
 )
 def test_cli_foreseen_failures_are_one_error_line(ingested, loan_cache, corpus, args, message):
     _, qdrant = ingested
+    vectors = models.VectorParams(size=384, distance="Cosine")
     with closing(QdrantClient(path=str(qdrant))) as client:
         if not client.collection_exists("dense"):  # a collection made without the command
-            client.create_collection("dense", models.VectorParams(size=384, distance="Cosine"))
+            client.create_collection("dense", vectors)
+        if not client.collection_exists("plain"):  # as ingest without --hybrid makes it
+            client.create_collection(
+                "plain",
+                {DENSE_VECTOR: vectors},
+                metadata={RECORD_KEY: {"embed_model": EMBED, "sparse_model": None}},
+            )
     done = run(*args, "--qdrant-path", str(qdrant), cache=loan_cache, cwd=corpus)
     assert done.returncode == 2
     assert done.stdout == ""
@@ -282,7 +297,8 @@ def test_cli_foreseen_failures_are_one_error_line(ingested, loan_cache, corpus, 
     assert line.startswith("error: ")
     assert message in line
     with closing(QdrantClient(path=str(qdrant))) as client:  # nothing written
-        assert sorted(c.name for c in client.get_collections().collections) == ["dense", "docs"]
+        names = sorted(c.name for c in client.get_collections().collections)
+        assert names == ["dense", "docs", "plain"]
 
 
 def test_cli_server_credentials_are_never_printed(loan_cache):
@@ -294,6 +310,53 @@ def test_cli_server_credentials_are_never_printed(loan_cache):
     assert "error: cannot reach Qdrant at http://127.0.0.1:9: " in done.stderr
     for secret in ("hunter2", "s3cret-key", "user"):
         assert secret not in done.stdout + done.stderr
+
+
+class _RefusingQdrant(BaseHTTPRequestHandler):
+    """A Qdrant server that lists its collections, then refuses everything (a read-only key)."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/collections?") or self.path == "/collections":
+            self._answer(200, {"result": {"collections": []}, "status": "ok", "time": 0})
+        else:
+            self._answer(403, {"status": {"error": "Forbidden: read-only key"}, "time": 0})
+
+    do_POST = do_PUT = do_GET
+
+    def _answer(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_cli_a_qdrant_servers_refusal_is_one_error_line(loan_cache):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingQdrant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = run(
+            "query", "x", "--collection", "docs",
+            "--qdrant-url", f"http://127.0.0.1:{server.server_port}",
+            cache=loan_cache, env={"QDRANT_API_KEY": "s3cret-key"},
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert done.returncode == 2
+    # qdrant-client's own warning about a key sent over plain http stays: it is the user's
+    # to see.
+    assert done.stderr.splitlines()[:-1] == [
+        "warning: Api key is used with an insecure connection."
+    ]
+    line = done.stderr.splitlines()[-1]
+    assert line.startswith("error: Qdrant: ")
+    assert "403" in line
+    assert "Forbidden: read-only key" in line
+    assert "s3cret-key" not in done.stdout + done.stderr
 
 
 def test_cli_ingest_again_writes_nothing_replaces_changed_files_and_prunes(tmp_path, loan_cache):
