@@ -65,8 +65,12 @@ M = TypeVar("M", bound=BaseModel)
 KEEP_LOADED = 3
 
 _LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
-# Held while a model loads, so two threads asking for the same model load it once.
-_LOAD_LOCK = threading.Lock()
+# One lock per model key, held while that model loads: two threads asking for the same model
+# load it once, and a slow load (a download, a graph rewrite) holds up no other model.
+_LOAD_LOCKS: weakref.WeakValueDictionary[tuple[str, str], threading.Lock] = (
+    weakref.WeakValueDictionary()
+)
+_LOAD_LOCKS_LOCK = threading.Lock()
 # Long enough for a slow link, short beside fastembed's ~40 s of retries.
 _HUB_PROBE_SECONDS = 5.0
 # The models kept loaded for reuse, least recently handed out first, with the class that
@@ -329,7 +333,11 @@ class FastEmbedEngineOptions(BaseModel):
             return loaded[1]  # type: ignore[no-any-return]
         engine: E | None = _LOADED.get(key)
         if engine is None:
-            with _LOAD_LOCK:
+            with _LOAD_LOCKS_LOCK:
+                lock = _LOAD_LOCKS.get(key)
+                if lock is None:
+                    lock = _LOAD_LOCKS[key] = threading.Lock()
+            with lock:
                 engine = _LOADED.get(key)
                 if engine is None:
                     engine = _load(engine_class, model_name, kwargs, prepare)
@@ -337,8 +345,9 @@ class FastEmbedEngineOptions(BaseModel):
         with _RECENT_LOCK:
             _RECENT[key] = (type(self), engine)
             _RECENT.move_to_end(key)
-            while len(_RECENT) > KEEP_LOADED:
-                _RECENT.popitem(last=False)
+            # Freed after the lock is let go: closing an ONNX session takes a while.
+            evicted = [_RECENT.popitem(last=False) for _ in range(len(_RECENT) - KEEP_LOADED)]
+        del evicted
         # Options may change after a load (validate_assignment allows it): the key tells.
         self._engine.loaded = (key, engine)
         return engine
@@ -350,8 +359,10 @@ class FastEmbedEngineOptions(BaseModel):
         Each is freed once no instance holds it any more: instances still alive keep theirs.
         """
         with _RECENT_LOCK:
-            for key in [k for k, (owner, _) in _RECENT.items() if issubclass(owner, cls)]:
-                del _RECENT[key]
+            released = [
+                _RECENT.pop(k) for k, (owner, _) in list(_RECENT.items()) if issubclass(owner, cls)
+            ]
+        del released  # freed here, outside the lock
 
 
 def _load(

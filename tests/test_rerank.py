@@ -467,6 +467,31 @@ def test_rerank_loads_once_when_threads_race(fake_encoder, monkeypatch):
     assert results == [["x y z", "x y", "x"]] * 6
 
 
+def test_rerank_a_slow_load_holds_up_no_other_model(fake_encoder, monkeypatch):
+    started, may_finish = threading.Event(), threading.Event()
+    original = fake_encoder.__init__
+
+    def slow_with_one_thread(self, model_name, **kwargs):
+        if kwargs["threads"] == 1:  # this configuration loads slowly, as a download does
+            started.set()
+            assert may_finish.wait(10)
+        original(self, model_name, **kwargs)
+
+    monkeypatch.setattr(fake_encoder, "__init__", slow_with_one_thread)
+    slow = threading.Thread(target=FastEmbedRerank(threads=1).warm_up)
+    slow.start()
+    try:
+        assert started.wait(5)
+        other = threading.Thread(target=FastEmbedRerank(threads=2).warm_up)
+        other.start()
+        other.join(5)
+        assert not other.is_alive()  # it loaded while the slow one was still loading
+    finally:
+        may_finish.set()
+        slow.join()
+    assert [kwargs["threads"] for kwargs in fake_encoder.loads] == [2, 1]
+
+
 def test_rerank_load_failure_names_model_place_and_fixes(fake_encoder, monkeypatch, tmp_path):
     def cannot_load(self, model_name, **kwargs):
         msg = f"Could not load model {model_name} from any source."
