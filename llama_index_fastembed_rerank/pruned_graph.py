@@ -60,7 +60,8 @@ def use_pruned_graph(encoder: TextCrossEncoder) -> bool:
     the session options, providers and devices fastembed chose for the published graph.
 
     Returns:
-        Whether the pruned graph is now in use; on False the published graph is loaded.
+        Whether the pruned graph is now in use; on False the published graph is in use, or
+        left to fastembed to load on first use where there is no ONNX Runtime model.
     """
     name = encoder.model_name
     files = _fastembed.model_files(encoder)
@@ -75,16 +76,27 @@ def use_pruned_graph(encoder: TextCrossEncoder) -> bool:
     try:
         if _load_cached(encoder, published):
             return True
+    except Exception as e:
+        return _keep_published(encoder, e)
+    # Outside the fallback: a published graph that does not load is the load's error (which
+    # names the file and the fix), not a pruning failure to warn about and load again.
+    _fastembed.load_session(encoder)
+    try:
         return _rewrite(encoder, published)
-    except Exception as e:  # any failure leaves the published graph, which works
-        logger.warning(
-            "%s: could not prune the ONNX graph to [CLS] (%s: %s); using the published graph",
-            name,
-            type(e).__name__,
-            e,
-        )
-        _restore(encoder)
-        return False
+    except Exception as e:
+        return _keep_published(encoder, e)
+
+
+def _keep_published(encoder: TextCrossEncoder, error: Exception) -> bool:
+    """Any failure to prune leaves the published graph in use, which works."""
+    logger.warning(
+        "%s: could not prune the ONNX graph to [CLS] (%s: %s); using the published graph",
+        encoder.model_name,
+        type(error).__name__,
+        error,
+    )
+    _restore(encoder)
+    return False
 
 
 def _load_cached(encoder: TextCrossEncoder, published: Path) -> bool:
@@ -136,8 +148,6 @@ def _stale(key: Any, published: Path) -> str:  # noqa: ANN401 - parsed JSON
 def _rewrite(encoder: TextCrossEncoder, published: Path) -> bool:
     """Prune the published graph, probe the copy, and keep it beside ``published``."""
     name = encoder.model_name
-    if _fastembed.session(encoder) is None:
-        _fastembed.load_session(encoder)
     session = _fastembed.session(encoder)
     if session is None:
         logger.info("%s: ONNX graph kept as published (no ONNX Runtime session)", name)

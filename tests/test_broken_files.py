@@ -87,7 +87,9 @@ DAMAGES = {
 
 @pytest.mark.parametrize("fault", list(DAMAGES))
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_damaged_file_in_a_model_folder_is_named_with_the_fix(folders, tmp_path, kind, fault):
+def test_damaged_file_in_a_model_folder_is_named_with_the_fix(
+    folders, tmp_path, kind, fault, caplog
+):
     make, engine_name, model_file = MODELS[kind]
     name, content, reason = DAMAGES[fault]
     folder = linked_copy(folders[kind], tmp_path / "model")
@@ -103,6 +105,7 @@ def test_damaged_file_in_a_model_folder_is_named_with_the_fix(folders, tmp_path,
     assert "own files (from the repository " in message
     assert f") in specific_model_path={str(folder)!r}." in message
     assert error.value.__cause__ is not None  # the original error, for the details
+    assert "could not prune" not in caplog.text  # the damage, not a pruning fallback
 
 
 def test_damaged_file_in_the_cache_says_to_delete_or_import_again(offline_cache, tmp_path):
