@@ -524,7 +524,17 @@ def _load_problem(
     folder = _snapshot(description, kwargs)
     if type(error).__module__.startswith("onnxruntime"):
         found = re.search(r"Load model from (.+?) failed", str(error))
+        if found is None and folder is None:
+            return None
         onnx_file = found.group(1) if found else str(folder / description["model_file"])
+        if re.search(r"IR version|opset", str(error), re.IGNORECASE):
+            import onnxruntime
+
+            return (
+                f"ONNX Runtime {onnxruntime.__version__} cannot read its model file {onnx_file} "
+                f"({error}). The file is newer than this onnxruntime reads: upgrade onnxruntime "
+                f"(or onnxruntime-gpu)."
+            )
         return (
             f"ONNX Runtime cannot read its model file {onnx_file} ({error}). The file is "
             f"damaged or incomplete: {_fix_files(description, kwargs)}"

@@ -9,6 +9,7 @@ import errno
 import re
 from pathlib import Path
 
+import onnx
 import pytest
 
 import offline_models
@@ -106,6 +107,21 @@ def test_damaged_file_in_a_model_folder_is_named_with_the_fix(
     assert f") in specific_model_path={str(folder)!r}." in message
     assert error.value.__cause__ is not None  # the original error, for the details
     assert "could not prune" not in caplog.text  # the damage, not a pruning fallback
+
+
+def test_model_file_newer_than_onnxruntime_says_to_upgrade_it(folders, tmp_path):
+    folder = linked_copy(folders["embedding"], tmp_path / "model")
+    graph = onnx.load(str(folder / "model.onnx"))
+    graph.ir_version = 99  # as a file from a far newer exporter
+    (folder / "model.onnx").unlink()  # a link into the shared build: write a file of its own
+    onnx.save(graph, str(folder / "model.onnx"))
+    model = FastEmbedEmbedding(offline_models.EMBED_MODEL, specific_model_path=str(folder))
+    with pytest.raises(ValueError, match="cannot read its model file") as error:
+        model.warm_up()
+    message = str(error.value)
+    assert str(folder / "model.onnx") in message
+    assert "newer than this onnxruntime reads: upgrade onnxruntime" in message
+    assert "damaged" not in message
 
 
 def test_damaged_file_in_the_cache_says_to_delete_or_import_again(offline_cache, tmp_path):
