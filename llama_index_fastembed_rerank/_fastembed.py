@@ -5,15 +5,15 @@ texts. This package also reads what sits behind it, as laid out in fastembed 0.9
 
 - the tokenizer of a loaded model (``engine.model.tokenizer``), to order pairs by length,
   count truncated texts and cut long documents into windows;
-- the ONNX Runtime session (``engine.model.model``), fastembed's input builder
-  (``_build_onnx_input``) and output names (``ONNX_OUTPUT_NAMES``), to run batches from one
-  tokenization;
+- the ONNX Runtime session (``engine.model.model``) and fastembed's input builder
+  (``_build_onnx_input``), to run batches from one tokenization;
 - where the model's files are (``_model_dir``, ``model_description``) and how fastembed
   builds a session (``load_onnx_model``), to load a [CLS]-pruned copy of the graph instead;
 - which model class runs a model name (the facades' registries) and the options its
   constructor takes, since fastembed ignores the ones it does not know;
-- which output of the session fastembed reads (``ONNX_OUTPUT_NAMES``), to tell a graph of
-  the wrong kind of model on load, and how it reads ``tokenizer.json``, to name a damaged one.
+- which output of the session fastembed reads (``ONNX_OUTPUT_NAMES``), to run batches and
+  to tell a graph of the wrong kind of model on load, and how it reads ``tokenizer.json``,
+  to name a damaged one.
 
 Each accessor returns None where fastembed is not laid out so; callers then fall back to the
 public API: ``TextCrossEncoder.rerank`` scores, on the published graph that fastembed loads
@@ -173,8 +173,8 @@ def engine_options(engine_class: type, model_name: str) -> tuple[type, frozenset
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                 and p.name not in ("self", "model_name")
             }
-            session = getattr(model_class, "EXPOSED_SESSION_OPTIONS", ())
-            return model_class, frozenset(named | set(session) | _BASE_OPTIONS)
+            session_options = getattr(model_class, "EXPOSED_SESSION_OPTIONS", ())
+            return model_class, frozenset(named | set(session_options) | _BASE_OPTIONS)
     return None
 
 

@@ -278,6 +278,8 @@ class FastEmbedEngineOptions(BaseModel):
         model_name, model_kwargs = raw_field(cls, data, cls._model_field), data.get("model_kwargs")
         if not isinstance(model_name, str) or not isinstance(model_kwargs, dict):
             return data  # the fields' own validation reports it
+        if not model_kwargs:
+            return data  # nothing to look up: validation runs on every assignment
         found = _fastembed.engine_options(cls._engine_class, model_name)
         if found is None:
             return data
@@ -386,7 +388,7 @@ def _load(
             )
             raise ValueError(msg)
     hf_repo = description["sources"].get("hf")
-    cache = Path(kwargs["cache_dir"]) if kwargs.get("cache_dir") else default_cache_dir()
+    cache = _cache_dir(kwargs)[0]
     offline = _offline_mode(kwargs)
     unreachable = None
     if (
