@@ -24,6 +24,7 @@ from fastembed.rerank.cross_encoder import TextCrossEncoder
 
 from .embedding import DEFAULT_EMBED_MODEL, FastEmbedEmbedding
 from .engine import find_model
+from .ingest import INSTALL_HINT
 from .offline import KINDS, cached_files, export_model, import_model
 from .rerank import DEFAULT_RERANK_MODEL, FastEmbedRerank
 from .sparse import DEFAULT_SPARSE_MODEL, FastEmbedSparseEmbedding
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
 PROG = "llama-index-fastembed-rerank"
-INSTALL_HINT = f"pip install '{PROG}[cli]'"
 # The collection's own record of what its vectors are, in Qdrant's collection metadata.
 RECORD_KEY = "llama_index_fastembed_rerank"
 DENSE_VECTOR = "text-dense"  # QdrantVectorStore's name for the dense vector

@@ -39,7 +39,7 @@ TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".json")
 # Read by llama-index-readers-file: PDF pages with pypdf, HTML with BeautifulSoup, CSV rows.
 FILE_READER_SUFFIXES = (".pdf", ".html", ".htm", ".csv")
 SUFFIXES = TEXT_SUFFIXES + FILE_READER_SUFFIXES
-READERS_HINT = "pip install 'llama-index-fastembed-rerank[cli]'"
+INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[cli]'"
 # Chunks embedded and written per step: the unit that a kill can cut.
 WRITE_BATCH = 256
 # Chunk ids live in their own namespace, so no other uuid5 user can collide with them.
@@ -58,7 +58,6 @@ class IngestReport:
     chunks_written: int = 0
     chunks_removed: int = 0
     files_pruned: int = 0
-    ignored: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -69,8 +68,8 @@ class _Plan:
     stale: list[str]
 
 
-def find_files(paths: Iterable[str | Path]) -> tuple[list[Path], int]:
-    """Return the files to ingest under ``paths`` (absolute, sorted) and how many were ignored.
+def find_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Return the files to ingest under ``paths``, absolute and sorted.
 
     Folders are walked recursively by SimpleDirectoryReader, hidden files and folders left
     out; files of other types are ignored. A file named directly is taken whatever its type
@@ -80,7 +79,6 @@ def find_files(paths: Iterable[str | Path]) -> tuple[list[Path], int]:
         ValueError: A path does not exist.
     """
     found: set[Path] = set()
-    ignored = 0
     for given in paths:
         path = Path(given).expanduser()
         if not path.exists():
@@ -94,12 +92,8 @@ def find_files(paths: Iterable[str | Path]) -> tuple[list[Path], int]:
             listed = SimpleDirectoryReader(input_dir=str(path), recursive=True).input_files
         except ValueError:  # "No files found in ..."
             listed = []
-        for file in listed:
-            if Path(file).suffix.lower() in SUFFIXES:
-                found.add(Path(file).resolve())
-            else:
-                ignored += 1
-    return sorted(found), ignored
+        found.update(Path(f).resolve() for f in listed if Path(f).suffix.lower() in SUFFIXES)
+    return sorted(found)
 
 
 def ingest(
@@ -136,8 +130,8 @@ def ingest(
     """
     wrap = progress or (lambda items, _description, _total: iter(items))
     roots = [Path(p).expanduser().resolve() for p in paths]
-    files, ignored = find_files(roots)
-    report = IngestReport(files=len(files), ignored=ignored)
+    files = find_files(roots)
+    report = IngestReport(files=len(files))
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     stored = _stored_chunks(client, collection) if client.collection_exists(collection) else {}
 
@@ -231,7 +225,7 @@ def _file_readers(suffix: str) -> dict[str, BaseReader]:
     try:
         from llama_index.readers.file import HTMLTagReader, PagedCSVReader, PDFReader
     except ImportError as e:
-        msg = f"reading {suffix} files needs llama-index-readers-file: {READERS_HINT}"
+        msg = f"reading {suffix} files needs llama-index-readers-file: {INSTALL_HINT}"
         raise ImportError(msg) from e
     readers: dict[str, BaseReader] = {
         ".pdf": PDFReader(),  # one document per page, with its page_label
