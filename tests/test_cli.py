@@ -346,6 +346,7 @@ def test_cli_a_qdrant_servers_refusal_is_one_error_line(loan_cache):
         )  # fmt: skip
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 2
     # qdrant-client's own warning about a key sent over plain http stays: it is the user's
     # to see.

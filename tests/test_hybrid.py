@@ -354,6 +354,7 @@ def test_hybrid_store_talks_to_a_server_by_url_alone(sparse_model):
             )
     finally:
         server.shutdown()
+        server.server_close()
     assert store.enable_hybrid
     assert ("/collections/movies/exists", "secret") in _FakeQdrantServer.seen
 
