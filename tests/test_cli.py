@@ -15,16 +15,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from contextlib import closing
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from qdrant_client import QdrantClient, models
 
 import offline_models
+from conftest import JsonHandler, serving
 from llama_index_fastembed_rerank.cli import DENSE_VECTOR, RECORD_KEY
 from llama_index_fastembed_rerank.ingest import WRITE_BATCH
 
@@ -312,41 +311,24 @@ def test_cli_server_credentials_are_never_printed(loan_cache):
         assert secret not in done.stdout + done.stderr
 
 
-class _RefusingQdrant(BaseHTTPRequestHandler):
+class _RefusingQdrant(JsonHandler):
     """A Qdrant server that lists its collections, then refuses everything (a read-only key)."""
 
     def do_GET(self) -> None:
         if self.path.startswith("/collections?") or self.path == "/collections":
-            self._answer(200, {"result": {"collections": []}, "status": "ok", "time": 0})
+            self.answer(200, {"result": {"collections": []}, "status": "ok", "time": 0})
         else:
-            self._answer(403, {"status": {"error": "Forbidden: read-only key"}, "time": 0})
+            self.answer(403, {"status": {"error": "Forbidden: read-only key"}, "time": 0})
 
     do_POST = do_PUT = do_GET
 
-    def _answer(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 def test_cli_a_qdrant_servers_refusal_is_one_error_line(loan_cache):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingQdrant)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(_RefusingQdrant) as url:
         done = run(
-            "query", "x", "--collection", "docs",
-            "--qdrant-url", f"http://127.0.0.1:{server.server_port}",
+            "query", "x", "--collection", "docs", "--qdrant-url", url,
             cache=loan_cache, env={"QDRANT_API_KEY": "s3cret-key"},
         )  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
     assert done.returncode == 2
     # qdrant-client's own warning about a key sent over plain http stays: it is the user's
     # to see.

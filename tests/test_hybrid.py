@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import threading
 import uuid
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +21,7 @@ from qdrant_client import AsyncQdrantClient, QdrantClient
 from qdrant_client.http import models
 
 import offline_models
+from conftest import JsonHandler, serving
 from llama_index_fastembed_rerank import (
     FastEmbedEmbedding,
     FastEmbedSparseEmbedding,
@@ -315,7 +314,7 @@ def test_hybrid_store_rejects_a_sparse_config_without_idf(sparse_model):
         )
 
 
-class _FakeQdrantServer(BaseHTTPRequestHandler):
+class _FakeQdrantServer(JsonHandler):
     """Answers the two calls a store makes when it is built: version and collection exists."""
 
     seen: ClassVar[list[tuple[str, str | None]]] = []
@@ -323,38 +322,18 @@ class _FakeQdrantServer(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         type(self).seen.append((self.path, self.headers.get("api-key")))
         if self.path.endswith("/exists"):
-            body = {"result": {"exists": False}, "status": "ok", "time": 0.0}
+            self.answer(200, {"result": {"exists": False}, "status": "ok", "time": 0.0})
         else:
-            body = {"title": "qdrant - vector search engine", "version": "1.16.0"}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.answer(200, {"title": "qdrant - vector search engine", "version": "1.16.0"})
 
 
 # The async client checks the server's version on its own schedule, after this stub has gone.
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
 def test_hybrid_store_talks_to_a_server_by_url_alone(sparse_model):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeQdrantServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     _FakeQdrantServer.seen = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an API key over plain http
-            store = qdrant_hybrid_store(
-                "movies",
-                url=f"http://127.0.0.1:{server.server_port}",
-                api_key="secret",
-                sparse_model=sparse_model,
-            )
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_FakeQdrantServer) as url, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an API key over plain http
+        store = qdrant_hybrid_store("movies", url=url, api_key="secret", sparse_model=sparse_model)
     assert store.enable_hybrid
     assert ("/collections/movies/exists", "secret") in _FakeQdrantServer.seen
 
