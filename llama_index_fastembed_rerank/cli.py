@@ -24,7 +24,7 @@ from fastembed.rerank.cross_encoder import TextCrossEncoder
 
 from .embedding import DEFAULT_EMBED_MODEL, FastEmbedEmbedding
 from .engine import find_model
-from .ingest import INSTALL_HINT
+from .ingest import INSTALL_HINT, find_files, ingest
 from .offline import KINDS, cached_files, export_model, import_model
 from .rerank import DEFAULT_RERANK_MODEL, FastEmbedRerank
 from .sparse import DEFAULT_SPARSE_MODEL, FastEmbedSparseEmbedding
@@ -80,8 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from .ingest import find_files, ingest
-
     if args.chunk_overlap >= args.chunk_size:
         msg = (
             f"--chunk-overlap {args.chunk_overlap} must be smaller than --chunk-size "
