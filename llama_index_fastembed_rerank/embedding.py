@@ -8,10 +8,9 @@ from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field
 
+from .default_models import DEFAULT_EMBED_MODEL
 from .embedding_base import FastEmbedEmbeddingBase
 from .engine import MODEL_CONFIG, document_options, find_model
-
-DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
 
 
 @document_options

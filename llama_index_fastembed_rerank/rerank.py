@@ -16,12 +16,12 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
+from .default_models import DEFAULT_RERANK_MODEL
 from .engine import MODEL_CONFIG, FastEmbedEngineOptions, document_options, find_model
 from .inputs import checked_list, checked_text, shown, warn, warn_truncated
 from .long_documents import DEFAULT_MAX_WINDOWS, cut_windows
 from .pruned_graph import use_pruned_graph
 
-DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 dispatcher = get_dispatcher(__name__)

@@ -9,11 +9,11 @@ from fastembed import SparseTextEmbedding
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import Field, model_validator
 
+from .default_models import DEFAULT_SPARSE_MODEL
 from .embedding_base import _TEXTS_FIX, FastEmbedEmbeddingBase
 from .engine import MODEL_CONFIG, document_options, find_model, raw_field
 from .inputs import checked_list
 
-DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
 _BM25 = "qdrant/bm25"
 # fastembed's Bm25 silently uses no stopwords when its language's list is missing, except for
 # Tamil, which has none.
