@@ -15,11 +15,13 @@ from fastembed import SparseTextEmbedding, TextEmbedding
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 
 from .. import qdrant
+from ..cache_layout import cached_files, default_cache_dir
 from ..default_models import DEFAULT_EMBED_MODEL, DEFAULT_SPARSE_MODEL
 from ..embedding import FastEmbedEmbedding
-from ..engine import default_cache_dir, find_model
 from ..ingest import INSTALL_HINT, find_files, ingest
-from ..offline import KINDS, cached_files, export_model, import_model
+from ..loading import find_model
+from ..model_check import KINDS
+from ..offline import export_model, import_model
 from ..rerank import FastEmbedRerank
 from ..sparse import FastEmbedSparseEmbedding
 from . import CommandError
@@ -143,7 +145,7 @@ def run_models_list(args: argparse.Namespace) -> int:
             cached = bool(hf_repo) and cached_files(cache, hf_repo, description) is not None
             rows.append(
                 (
-                    KINDS[engine],
+                    KINDS[engine.__name__],
                     description["model"],
                     f"{description.get('size_in_GB', 0):.2f}",
                     description.get("license") or "-",
