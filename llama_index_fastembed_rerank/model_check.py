@@ -43,13 +43,16 @@ def wrong_kind(
     ``architectures`` those listed in the model's ``config.json``. Only the dimensions the
     graph fixes count: named (dynamic) ones fit anything.
     """
+    found = _shape_problem(kind, description, shape) if shape is not None else ""
     classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
-    if kind == "rerank" and architectures and not classifier:
-        return f"its config.json describes a {architectures[0]}, not a sequence classifier"
-    if kind == "embedding" and classifier:
-        return f"its config.json describes a {architectures[0]}, a cross-encoder"
-    if shape is None:
-        return ""
+    if not found and kind == "rerank" and architectures and not classifier:
+        found = f"its config.json describes a {architectures[0]}, not a sequence classifier"
+    if not found and kind == "embedding" and classifier:
+        found = f"its config.json describes a {architectures[0]}, a cross-encoder"
+    return found
+
+
+def _shape_problem(kind: str, description: dict[str, Any], shape: Shape) -> str:
     fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
     shown = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
     if kind == "rerank" and (len(shape) != 2 or fixed[1] not in (1, None)):
