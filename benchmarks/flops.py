@@ -164,7 +164,7 @@ def main() -> None:
     reranker = FastEmbedRerank(
         offline_models.STANDIN_RERANK_MODEL, top_n=None, cache_dir=cache, local_files_only=True
     )
-    encoder = reranker._encoder()
+    encoder = reranker._model()
     tokenizer = encoder.model.tokenizer  # type: ignore[attr-defined]
     session = encoder.model.model  # type: ignore[attr-defined]
     # 0 is onnxruntime's default: one thread per physical core.

@@ -46,7 +46,7 @@ def main() -> None:
     longest.warm_up()
     documents = _common.make_chunks(args.documents, *args.words)
     windows = cut_windows(
-        _fastembed.tokenizer(longest._encoder()), QUERY, documents, longest.max_windows
+        _fastembed.tokenizer(longest._model()), QUERY, documents, longest.max_windows
     )
     if windows is None or windows.capped:
         msg = "the documents must fit in max_windows windows: pass fewer --words"

@@ -32,7 +32,6 @@ from typing import Any
 
 import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
 import numpy as np
-from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
@@ -89,7 +88,7 @@ def time_queries(
     """Return per-query milliseconds of retrieval and of reranking, and the pairs' tokens."""
     retriever = index.as_retriever(similarity_top_k=RETRIEVE_K)
     # The reranker's own tokenizer, to report how long the pairs it scores are.
-    encoder = reranker._shared_engine(TextCrossEncoder, reranker.model)
+    encoder = reranker._model()
     tokenizer = encoder.model.tokenizer  # type: ignore[attr-defined]
     retrieve_ms, rerank_ms, tokens = [], [], []
     for i, query in enumerate([*queries[:WARM_UP], *queries]):

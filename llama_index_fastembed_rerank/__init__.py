@@ -1,12 +1,28 @@
 """Local ONNX reranking and embeddings for LlamaIndex, with fastembed: no PyTorch, no API key."""
 
-import importlib.metadata
+from __future__ import annotations
 
-from .embedding import FastEmbedEmbedding
-from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
-from .qdrant import qdrant_hybrid_store
-from .rerank import FastEmbedRerank
-from .sparse import FastEmbedSparseEmbedding
+import importlib
+import importlib.metadata
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .embedding import FastEmbedEmbedding
+    from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
+    from .qdrant import qdrant_hybrid_store
+    from .rerank import FastEmbedRerank
+    from .sparse import FastEmbedSparseEmbedding
+
+# The module of each public name. A name's module is imported on first use, so that importing
+# the package (the command line's --help, say) does not load LlamaIndex, fastembed or onnx.
+_EXPORTS = {
+    "FastEmbedEmbedding": "embedding",
+    "FastEmbedRerank": "rerank",
+    "FastEmbedSparseEmbedding": "sparse",
+    "distribution_based_score_fusion": "fusion",
+    "qdrant_hybrid_store": "qdrant",
+    "reciprocal_rank_fusion": "fusion",
+}
 
 __all__ = [
     "FastEmbedEmbedding",
@@ -18,3 +34,17 @@ __all__ = [
     "reciprocal_rank_fusion",
 ]
 __version__ = importlib.metadata.version("llama-index-fastembed-rerank")
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - whichever public object is asked for
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastembed import TextEmbedding
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import Field
+from pydantic import Field
 
+from .default_models import DEFAULT_EMBED_MODEL
 from .embedding_base import FastEmbedEmbeddingBase
-from .engine import MODEL_CONFIG, document_options, find_model
-
-DEFAULT_EMBED_MODEL = "BAAI/bge-small-en-v1.5"
+from .loading import find_model
+from .options import MODEL_CONFIG, document_options
 
 
 @document_options
@@ -60,9 +60,6 @@ class FastEmbedEmbedding(FastEmbedEmbeddingBase, BaseEmbedding):
     def embedding_size(self) -> int:
         """The length of this model's vectors, known without loading the model."""
         return int(find_model(TextEmbedding, self.model_name)["dim"])
-
-    def _model(self) -> TextEmbedding:
-        return self._shared_engine(TextEmbedding, self.model_name)
 
     def _vector(self, vector: Any) -> Embedding:  # noqa: ANN401 - a numpy array
         return vector.tolist()  # type: ignore[no-any-return]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from . import _fastembed
-from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
-from .engine import FastEmbedEngineOptions, find_model
+from .batching import DEFAULT_MAX_BATCH_TOKENS, run_batches, token_lengths
 from .inputs import checked_list, checked_text, warn_truncated, warn_truncated_texts
+from .options import FastEmbedEngineOptions
 
 _TEXTS_FIX = "pass a list of strings, e.g. [text]"
 
@@ -18,10 +18,13 @@ _TEXTS_FIX = "pass a list of strings, e.g. [text]"
 class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
     """A LlamaIndex embedding over a fastembed model: queries, documents, batching.
 
-    Each class sets ``_engine_class`` and turns one fastembed vector into LlamaIndex's form
-    (``_vector``); the LlamaIndex base class (``BaseEmbedding`` or ``BaseSparseEmbedding``)
-    comes after this one.
+    Each class names it first among its bases, then the LlamaIndex base class it implements
+    (``BaseEmbedding`` or ``BaseSparseEmbedding``), sets ``_engine_class`` and turns one
+    fastembed vector into LlamaIndex's form (``_vector``).
     """
+
+    # The LlamaIndex base class of each subclass, whose batch method this one's checks wrap.
+    _llama_index_base: ClassVar[type[Any]]
 
     model_name: str
     # fastembed's default is 256: on a CPU big batches only add padding and memory, and a
@@ -56,19 +59,12 @@ class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
         description="Texts LlamaIndex hands over per call (callbacks, progress).",
     )
 
-    @field_validator("model_name", check_fields=False)
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        find_model(cls._engine_class, value)
-        return value
-
-    def warm_up(self) -> None:
-        """Load the model now, e.g. so a service fails at start rather than on a query."""
-        self._model()
-
-    def _model(self) -> Any:  # noqa: ANN401 - the fastembed class of each subclass
-        """Return the loaded fastembed model (each class names its fastembed class)."""
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Note the LlamaIndex base class a subclass names after this one."""
+        super().__init_subclass__(**kwargs)
+        cls._llama_index_base = next(
+            b for b in cls.__bases__ if not issubclass(b, FastEmbedEmbeddingBase)
+        )
 
     def _vector(self, vector: Any) -> Any:  # noqa: ANN401 - fastembed's vector, LlamaIndex's
         """Return one fastembed vector in LlamaIndex's form (Python floats)."""
@@ -79,14 +75,16 @@ class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
     ) -> list[Any]:
         """Embed documents (any iterable of strings), in input order."""
         texts = checked_list("texts", texts, str, _TEXTS_FIX)
-        return super().get_text_embedding_batch(texts, show_progress, **kwargs)  # type: ignore[misc, no-any-return]
+        base = self._llama_index_base
+        return base.get_text_embedding_batch(self, texts, show_progress, **kwargs)  # type: ignore[no-any-return]
 
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Any]:
         """Embed documents (any iterable of strings), in input order, off the event loop."""
         texts = checked_list("texts", texts, str, _TEXTS_FIX)
-        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)  # type: ignore[misc, no-any-return]
+        base = self._llama_index_base
+        return await base.aget_text_embedding_batch(self, texts, show_progress, **kwargs)  # type: ignore[no-any-return]
 
     def _get_query_embedding(self, query: str) -> Any:  # noqa: ANN401 - see _vector
         query = checked_text("query", query)
@@ -121,17 +119,19 @@ class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
             # No tokenizer (BM25), or worker processes, which start anew on every call: one
             # call, in character order.
             warn_truncated_texts(engine, texts)
-            batches = [sorted(range(len(texts)), key=lambda i: len(texts[i]))]
+            lengths, max_texts, max_tokens = [len(t) for t in texts], max(len(texts), 1), None
         else:
             encodings = tokenizer.encode_batch(texts)
             warn_truncated(engine.model_name, encodings, "texts", "embedded")
-            lengths = [sum(e.attention_mask) for e in encodings]
-            batches = list(length_batches(lengths, self.batch_size, self.max_batch_tokens))
-        vectors: list[Any] = [None] * len(texts)
-        for rows in batches:
-            batch = engine.passage_embed(
+            lengths = token_lengths(encodings)
+            max_texts, max_tokens = self.batch_size, self.max_batch_tokens
+
+        def run(rows: list[int]) -> Any:  # noqa: ANN401 - fastembed's vectors
+            return engine.passage_embed(
                 [texts[i] for i in rows], batch_size=self.batch_size, parallel=self.parallel
             )
-            for i, vector in zip(rows, batch, strict=True):
-                vectors[i] = vector
+
+        vectors: list[Any] = [None] * len(texts)
+        for i, vector in run_batches(lengths, max_texts, max_tokens, run):
+            vectors[i] = vector
         return vectors

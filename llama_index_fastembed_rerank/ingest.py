@@ -27,6 +27,8 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import BaseNode, Document, MetadataMode
 
+from .qdrant import stored_chunk_ids
+
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.vector_stores.qdrant import QdrantVectorStore
@@ -133,7 +135,7 @@ def ingest(
     files = find_files(roots)
     report = IngestReport(files=len(files))
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    stored = _stored_chunks(client, collection) if client.collection_exists(collection) else {}
+    stored = stored_chunk_ids(client, collection) if client.collection_exists(collection) else {}
 
     plans: list[_Plan] = []
     splitter_warnings: list[str] = []
@@ -257,22 +259,6 @@ def _split(
             nodes.extend(splitter.get_nodes_from_documents([document]))
         warnings.extend(printed.getvalue().splitlines())
     return [n for n in nodes if n.get_content(metadata_mode=MetadataMode.NONE).strip()]
-
-
-def _stored_chunks(client: QdrantClient, collection: str) -> dict[str, set[str]]:
-    """Return the ids of the points in ``collection``, by their ``doc_id`` payload."""
-    chunks: dict[str, set[str]] = {}
-    offset = None
-    while True:
-        points, offset = client.scroll(
-            collection, limit=1024, offset=offset, with_payload=["doc_id"], with_vectors=False
-        )
-        for point in points:
-            doc_id = (point.payload or {}).get("doc_id")
-            if isinstance(doc_id, str):
-                chunks.setdefault(doc_id, set()).add(str(point.id))
-        if offset is None:
-            return chunks
 
 
 def _delete_done(

@@ -1,4 +1,10 @@
-"""qdrant_hybrid_store: a hybrid (dense + sparse) QdrantVectorStore wired to this package."""
+"""Qdrant collections for this package: ``qdrant_hybrid_store`` and the collection schema.
+
+``qdrant_hybrid_store`` builds a hybrid (dense + sparse) ``QdrantVectorStore`` wired to this
+package's encoders and fusion. The schema functions below create, describe and check the
+collections the command line writes: ``QdrantVectorStore``'s vector names and payload, plus a
+record of the models that made the vectors, in Qdrant's collection metadata.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,11 @@ if TYPE_CHECKING:
     from qdrant_client import AsyncQdrantClient, QdrantClient
     from qdrant_client.http.models import SparseVectorParams
 
+    from .embedding import FastEmbedEmbedding
+
 _INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[qdrant]'"
+# The collection metadata entry that records which models made a collection's vectors.
+RECORD_KEY = "llama_index_fastembed_rerank"
 # QdrantVectorStore arguments this function sets itself, and the argument that sets each.
 _SET_HERE = {
     "enable_hybrid": "qdrant_hybrid_store always builds a hybrid store",
@@ -218,3 +228,118 @@ def _check_existing(
 
 def _modifier(modifier: Any) -> str:  # noqa: ANN401 - qdrant_client's Modifier or None
     return "no modifier" if modifier is None else f"the {modifier.value.upper()} modifier"
+
+
+def collection_record(client: QdrantClient, collection: str) -> dict[str, Any] | None:
+    """Return the models ``collection`` records (``embed_model``, ``sparse_model``).
+
+    None where the collection does not exist or was not made by this package.
+    """
+    if not client.collection_exists(collection):
+        return None
+    metadata = getattr(client.get_collection(collection).config, "metadata", None) or {}
+    record = metadata.get(RECORD_KEY)
+    return record if isinstance(record, dict) else None
+
+
+def create_collection(
+    client: QdrantClient,
+    collection: str,
+    embed_model: FastEmbedEmbedding,
+    sparse_model: FastEmbedSparseEmbedding | None,
+) -> None:
+    """Create ``collection`` for the vectors of these models, recording their names.
+
+    Vector names and distance are ``QdrantVectorStore``'s; sparse vectors (when
+    ``sparse_model`` is given) get the modifier the model needs.
+    """
+    from llama_index.vector_stores.qdrant.base import (
+        DEFAULT_DENSE_VECTOR_NAME,
+        DEFAULT_SPARSE_VECTOR_NAME,
+        DOCUMENT_ID_KEY,
+    )
+    from qdrant_client.http import models
+
+    record = {
+        "embed_model": embed_model.model_name,
+        "sparse_model": sparse_model and sparse_model.model_name,
+    }
+    client.create_collection(
+        collection,
+        vectors_config={
+            DEFAULT_DENSE_VECTOR_NAME: models.VectorParams(
+                size=embed_model.embedding_size, distance=models.Distance.COSINE
+            )
+        },
+        sparse_vectors_config=(
+            {DEFAULT_SPARSE_VECTOR_NAME: sparse_vector_params(sparse_model)}
+            if sparse_model is not None
+            else None
+        ),
+        metadata={RECORD_KEY: record},
+    )
+    # Each file's chunks are found by their document id; a server needs the index for that.
+    client.create_payload_index(collection, DOCUMENT_ID_KEY, models.PayloadSchemaType.KEYWORD)
+
+
+def check_dense_vectors(
+    client: QdrantClient, collection: str, embed_model: FastEmbedEmbedding
+) -> None:
+    """Refuse a collection whose dense vectors ``embed_model``'s cannot be searched among.
+
+    Raises:
+        ValueError: It has no dense vector, or vectors of another size.
+    """
+    from llama_index.vector_stores.qdrant.base import DEFAULT_DENSE_VECTOR_NAME
+
+    vectors = client.get_collection(collection).config.params.vectors
+    params = (
+        (vectors.get(DEFAULT_DENSE_VECTOR_NAME) or vectors.get(""))
+        if isinstance(vectors, dict)
+        else vectors
+    )
+    if params is None:
+        msg = (
+            f"collection {collection!r} has no dense vector {DEFAULT_DENSE_VECTOR_NAME!r} to search"
+        )
+        raise ValueError(msg)
+    if params.size != embed_model.embedding_size:
+        msg = (
+            f"collection {collection!r} holds vectors of {params.size} numbers, but "
+            f"{embed_model.model_name} makes {embed_model.embedding_size}: pass the --embed-model "
+            f"it was ingested with, or use another collection"
+        )
+        raise ValueError(msg)
+
+
+def collection_store(
+    client: QdrantClient, collection: str, sparse_model: FastEmbedSparseEmbedding | None
+) -> QdrantVectorStore:
+    """Return the store of ``collection``: hybrid with ``sparse_model``, else dense only."""
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+    if sparse_model is not None:
+        return qdrant_hybrid_store(collection, client=client, sparse_model=sparse_model)
+    return QdrantVectorStore(collection_name=collection, client=client)
+
+
+def stored_chunk_ids(client: QdrantClient, collection: str) -> dict[str, set[str]]:
+    """Return the ids of the points in ``collection``, by their document id."""
+    from llama_index.vector_stores.qdrant.base import DOCUMENT_ID_KEY
+
+    chunks: dict[str, set[str]] = {}
+    offset = None
+    while True:
+        points, offset = client.scroll(
+            collection,
+            limit=1024,
+            offset=offset,
+            with_payload=[DOCUMENT_ID_KEY],
+            with_vectors=False,
+        )
+        for point in points:
+            doc_id = (point.payload or {}).get(DOCUMENT_ID_KEY)
+            if isinstance(doc_id, str):
+                chunks.setdefault(doc_id, set()).add(str(point.id))
+        if offset is None:
+            return chunks

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from fastembed.rerank.cross_encoder import TextCrossEncoder
-from llama_index.core.bridge.pydantic import Field, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from pydantic import Field, field_validator
 
 from . import _fastembed
-from .batching import DEFAULT_MAX_BATCH_TOKENS, length_batches
-from .engine import MODEL_CONFIG, FastEmbedEngineOptions, document_options, find_model
+from .batching import DEFAULT_MAX_BATCH_TOKENS, run_batches, token_lengths
+from .cls_pruning import use_pruned_graph
+from .default_models import DEFAULT_RERANK_MODEL
 from .inputs import checked_list, checked_text, shown, warn, warn_truncated
 from .long_documents import DEFAULT_MAX_WINDOWS, cut_windows
-from .pruned_graph import use_pruned_graph
+from .options import MODEL_CONFIG, FastEmbedEngineOptions, document_options
 
-DEFAULT_RERANK_MODEL = "Xenova/ms-marco-MiniLM-L-6-v2"
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 dispatcher = get_dispatcher(__name__)
@@ -154,19 +154,8 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
             raise ValueError(msg)
         return value
 
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        find_model(TextCrossEncoder, value)
-        return value
-
-    def warm_up(self) -> None:
-        """Load the model now, e.g. so a service fails at start rather than on a query."""
-        self._encoder()
-
-    def _encoder(self) -> TextCrossEncoder:
-        prepare = use_pruned_graph if self.optimize_graph else None
-        return self._shared_engine(TextCrossEncoder, self.model, prepare)
+    def _prepare(self) -> Callable[[TextCrossEncoder], object] | None:
+        return use_pruned_graph if self.optimize_graph else None
 
     def _postprocess_nodes(
         self,
@@ -254,7 +243,7 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         if not texts:
             return []
         logits = _score_pairs(
-            self._encoder(),
+            self._model(),
             query,
             texts,
             self.batch_size,
@@ -343,13 +332,12 @@ def _score_pairs(
                 "or split them into smaller chunks"
             ),
         )
-    lengths = [sum(e.attention_mask) for e in encodings]
+    lengths = token_lengths(encodings)
     run = _fastembed.session_runner(encoder, encodings, lengths) or (
         lambda rows: encoder.rerank(query, [pair_texts[r] for r in rows], batch_size=len(rows))
     )
     scores = [-math.inf] * len(texts)
-    for rows in length_batches(lengths, batch_size, max_batch_tokens):
-        for row, score in zip(rows, run(rows), strict=True):
-            owner = owners[row]
-            scores[owner] = max(scores[owner], float(score))
+    for row, score in run_batches(lengths, batch_size, max_batch_tokens, run):
+        owner = owners[row]
+        scores[owner] = max(scores[owner], float(score))
     return scores

@@ -7,13 +7,14 @@ from typing import Any
 
 from fastembed import SparseTextEmbedding
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
-from llama_index.core.bridge.pydantic import Field, model_validator
+from pydantic import Field, model_validator
 
+from .default_models import DEFAULT_SPARSE_MODEL
 from .embedding_base import _TEXTS_FIX, FastEmbedEmbeddingBase
-from .engine import MODEL_CONFIG, document_options, find_model, raw_field
 from .inputs import checked_list
+from .loading import find_model
+from .options import MODEL_CONFIG, document_options, raw_field
 
-DEFAULT_SPARSE_MODEL = "Qdrant/bm25"
 _BM25 = "qdrant/bm25"
 # fastembed's Bm25 silently uses no stopwords when its language's list is missing, except for
 # Tamil, which has none.
@@ -103,9 +104,6 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingBase, BaseSparseEmbedding):
     def requires_idf(self) -> bool:
         """Whether Qdrant must weigh this model's terms by IDF (``Modifier.IDF``), as BM25 needs."""
         return bool(find_model(SparseTextEmbedding, self.model_name).get("requires_idf"))
-
-    def _model(self) -> SparseTextEmbedding:
-        return self._shared_engine(SparseTextEmbedding, self.model_name)
 
     def doc_fn(self, texts: list[str]) -> BatchSparseEncoding:
         """Encode documents for QdrantVectorStore's ``sparse_doc_fn`` (``passage_embed``)."""

@@ -28,7 +28,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedRerank, engine
+from llama_index_fastembed_rerank import FastEmbedRerank, model_cache
 
 # No model hub is reachable in tests: without this, fastembed retries for ~40 s before failing.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -126,13 +126,13 @@ class FakeCrossEncoder:
 @pytest.fixture(autouse=True)
 def _no_models_kept_from_other_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     """Models kept loaded for reuse by one test are not another's."""
-    monkeypatch.setattr(engine, "_RECENT", OrderedDict())
+    monkeypatch.setattr(model_cache, "_RECENT", OrderedDict())
 
 
 @pytest.fixture
 def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> type[FakeCrossEncoder]:
     # Shared models outlive a test; a fake must not: each test counts its own loads.
-    monkeypatch.setattr(engine, "_LOADED", weakref.WeakValueDictionary())
+    monkeypatch.setattr(model_cache, "_LOADED", weakref.WeakValueDictionary())
     monkeypatch.setattr(FakeCrossEncoder, "scores", {})
     monkeypatch.setattr(FakeCrossEncoder, "window", 512)
     monkeypatch.setattr(FakeCrossEncoder, "load_seconds", 0.0)
@@ -173,7 +173,7 @@ class FakeTextEmbedding:
 
 @pytest.fixture
 def fake_embedding(monkeypatch: pytest.MonkeyPatch) -> type[FakeTextEmbedding]:
-    monkeypatch.setattr(engine, "_LOADED", weakref.WeakValueDictionary())
+    monkeypatch.setattr(model_cache, "_LOADED", weakref.WeakValueDictionary())
     monkeypatch.setattr(FakeTextEmbedding, "instances", [])
     monkeypatch.setattr("llama_index_fastembed_rerank.embedding.TextEmbedding", FakeTextEmbedding)
     return FakeTextEmbedding
@@ -225,7 +225,7 @@ class FakeSparseTextEmbedding:
 
 @pytest.fixture
 def fake_sparse(monkeypatch: pytest.MonkeyPatch) -> type[FakeSparseTextEmbedding]:
-    monkeypatch.setattr(engine, "_LOADED", weakref.WeakValueDictionary())
+    monkeypatch.setattr(model_cache, "_LOADED", weakref.WeakValueDictionary())
     monkeypatch.setattr(FakeSparseTextEmbedding, "instances", [])
     monkeypatch.setattr(
         "llama_index_fastembed_rerank.sparse.SparseTextEmbedding", FakeSparseTextEmbedding

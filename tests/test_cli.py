@@ -20,12 +20,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from llama_index.vector_stores.qdrant.base import DEFAULT_DENSE_VECTOR_NAME as DENSE_VECTOR
 from qdrant_client import QdrantClient, models
 
 import offline_models
 from conftest import JsonHandler, serving
-from llama_index_fastembed_rerank.cli import DENSE_VECTOR, RECORD_KEY
 from llama_index_fastembed_rerank.ingest import WRITE_BATCH
+from llama_index_fastembed_rerank.qdrant import RECORD_KEY
 
 EMBED = offline_models.EMBED_MODEL
 MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.json").read_text())

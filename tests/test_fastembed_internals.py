@@ -19,7 +19,7 @@ from onnx import numpy_helper
 
 import offline_models
 from conftest import make_nodes
-from llama_index_fastembed_rerank import FastEmbedRerank, _fastembed, pruned_graph
+from llama_index_fastembed_rerank import FastEmbedRerank, _fastembed, kept_graph
 
 QUERY = "Which film is about a woman on trial?"
 TEXTS = [
@@ -183,7 +183,7 @@ def test_accessors_find_nothing_on_an_engine_without_fastembeds_internals():
 
 def test_rerank_falls_back_to_fastembeds_public_rerank(public_only, caplog):
     reranker = FastEmbedRerank(top_n=None, batch_size=2)
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.INFO, logger=kept_graph.__name__):
         out = reranker.postprocess_nodes(make_nodes(["ccc", "a", "bb"]), query_str=QUERY)
     assert [n.node.get_content() for n in out] == ["ccc", "bb", "a"]
     assert [n.score for n in out] == [3.0, 2.0, 1.0]

@@ -165,21 +165,24 @@ def flat_cross_encoder(offline_cache, tmp_path):
 def test_import_refuses_a_cross_encoder_under_an_embedding_name(flat_cross_encoder, tmp_path):
     with pytest.raises(ValueError, match="is not a text embedding model like") as error:
         import_model(flat_cross_encoder, EMBED, cache_dir=tmp_path / "cache")
-    assert "output 'logits' ['batch', 1]: one score per text" in str(error.value)
+    assert f"returns [batch, 1], where {EMBED} returns 384-number vectors" in str(error.value)
     assert not (tmp_path / "cache").exists()
 
 
 def test_import_refuses_an_embedding_model_under_a_cross_encoder_name(encoder_dir, tmp_path):
     with pytest.raises(ValueError, match="is not a cross-encoder like") as error:
         import_model(encoder_dir, "Xenova/ms-marco-MiniLM-L-6-v2", cache_dir=tmp_path)
-    assert "'last_hidden_state' ['batch', 'sequence', 384]" in str(error.value)
+    assert "returns [batch, sequence, 384], where a cross-encoder returns" in str(error.value)
     assert not list(tmp_path.rglob("*.onnx"))
 
 
 def test_import_refuses_vectors_of_another_size(encoder_dir, tmp_path):
     source = shutil.copytree(encoder_dir, tmp_path / "src")
     shutil.move(source / "model.onnx", source / "model_optimized.onnx")  # bge-base's file name
-    with pytest.raises(ValueError, match=r"gives vectors of 384 numbers .* has 768"):
+    with pytest.raises(
+        ValueError,
+        match=r"returns \[batch, sequence, 384\], where BAAI/bge-base-en-v1\.5 returns 768-number",
+    ):
         import_model(source, "BAAI/bge-base-en-v1.5", cache_dir=tmp_path / "cache")
 
 
@@ -215,8 +218,9 @@ def test_import_clears_what_a_killed_import_left(encoder_dir, tmp_path):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     host = socket.gethostname()
-    killed = snapshots / f".import-{gone.stdout.strip()}-{host}-abc123"  # its process is gone
-    running = snapshots / f".import-{os.getpid()}-{host}-def456"  # still running: kept
+    staged = "." + "0" * 40 + ".partial"  # a snapshot being written
+    killed = snapshots / f"{staged}-{gone.stdout.strip()}-{host}-abc123"  # its process is gone
+    running = snapshots / f"{staged}-{os.getpid()}-{host}-def456"  # still running: kept
     for folder in (killed, running):
         (folder / "onnx").mkdir(parents=True)
         (folder / "onnx" / "model.onnx").write_bytes(b"partial")

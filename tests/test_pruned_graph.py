@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,14 @@ from fastembed.rerank.cross_encoder import TextCrossEncoder
 from onnx import numpy_helper
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedRerank, _fastembed, pruned_graph
-from llama_index_fastembed_rerank.pruned_graph import METADATA_KEY, cached_path, use_pruned_graph
-from llama_index_fastembed_rerank.pruning import prune_to_cls
+from llama_index_fastembed_rerank import (
+    FastEmbedRerank,
+    _fastembed,
+    cls_pruning,
+    kept_graph,
+    staging,
+)
+from llama_index_fastembed_rerank.cls_pruning import ClsPruning, prune_to_cls, use_pruned_graph
 
 QUERY = "A story about a strong historically significant female figure."
 TEXTS = [" ".join(["word"] * n) + " Jeanne d'Arc" for n in (1, 30, 120, 400, 700)]
@@ -39,6 +43,13 @@ def lazy_encoder(folder: Path) -> TextCrossEncoder:
     return TextCrossEncoder(
         offline_models.STANDIN_RERANK_MODEL, specific_model_path=str(folder), lazy_load=True
     )
+
+
+def cached_path(published: Path) -> Path:
+    return kept_graph.kept_path(published, ClsPruning())
+
+
+METADATA_KEY = kept_graph.metadata_key(ClsPruning())
 
 
 def published_file(folder: Path) -> Path:
@@ -76,7 +87,7 @@ def test_real_first_load_rewrites_and_keeps_the_graph_beside_the_model(
     standin_folder, published_scores, caplog
 ):
     encoder = lazy_encoder(standin_folder)
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.INFO, logger=kept_graph.__name__):
         assert use_pruned_graph(encoder)
     kept = cached_path(published_file(standin_folder))
     assert kept == standin_folder / "onnx" / "model.cls-pruned-v1.onnx"
@@ -86,7 +97,7 @@ def test_real_first_load_rewrites_and_keeps_the_graph_beside_the_model(
     assert_pruned_scores(encoder, published_scores)
     key = kept_key(standin_folder)
     assert key["rewrite_version"] == 1
-    assert key["source_sha256"] == pruned_graph._sha256(published_file(standin_folder))
+    assert key["source_sha256"] == kept_graph.sha256(published_file(standin_folder))
     assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name, "model.onnx"]
     # The kept graph is the pruned one: fewer nodes run on the full sequence.
     assert len(onnx.load(str(kept)).graph.node) > len(
@@ -111,9 +122,9 @@ def test_real_later_loads_run_the_kept_graph_without_the_published_one(
         pytest.fail("the graph was rewritten")
 
     monkeypatch.setattr(_fastembed, "load_session", recording_load)
-    monkeypatch.setattr(pruned_graph, "prune_to_cls", no_rewrite)
+    monkeypatch.setattr(cls_pruning, "prune_to_cls", no_rewrite)
     encoder = lazy_encoder(standin_folder)
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.INFO, logger=kept_graph.__name__):
         assert use_pruned_graph(encoder)
     assert loaded == [kept]  # never the published graph
     assert f"loaded the [CLS]-pruned ONNX graph from {kept}" in caplog.text
@@ -130,9 +141,9 @@ def test_real_graph_that_scores_differently_is_not_used(
         bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 1, bias.name))
         return count
 
-    monkeypatch.setattr(pruned_graph, "prune_to_cls", prune_wrongly)
+    monkeypatch.setattr(cls_pruning, "prune_to_cls", prune_wrongly)
     encoder = lazy_encoder(standin_folder)
-    with caplog.at_level(logging.WARNING, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.WARNING, logger=kept_graph.__name__):
         assert not use_pruned_graph(encoder)
     assert "scored differently on the probe (output 0 differs by up to 1.00e+00)" in caplog.text
     # The published graph is in use: fastembed's own scores, not the shifted ones.
@@ -147,14 +158,14 @@ def test_real_reranker_options_choose_the_graph(standin_reranker, real_cross_enc
     pruned = standin_reranker.score("a query", texts)
     plain = standin_reranker.model_copy(update={"optimize_graph": False})
     # Different graphs are different shared models; both give fastembed's scores.
-    assert plain._encoder() is not standin_reranker._encoder()
+    assert plain._model() is not standin_reranker._model()
     np.testing.assert_allclose(pruned, published, atol=1e-5)
     np.testing.assert_allclose(plain.score("a query", texts), published, atol=1e-5)
 
 
 def test_an_engine_without_fastembeds_internals_keeps_its_graph(fake_encoder, caplog):
     reranker = FastEmbedRerank(top_n=1)
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.INFO, logger=kept_graph.__name__):
         reranker.warm_up()
     assert "ONNX graph kept as published (no ONNX Runtime model to rewrite)" in caplog.text
     assert fake_encoder.instances[0].kwargs["lazy_load"] is True
@@ -172,11 +183,11 @@ def test_real_kept_graph_is_rewritten_when_the_published_file_changes(
     published.unlink()
     shift_bias(target, published, by=2.0)  # a new published file, in place of the link
     encoder = lazy_encoder(standin_folder)
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.INFO, logger=kept_graph.__name__):
         assert use_pruned_graph(encoder)
     assert f"{published} has changed since" in caplog.text
     assert_pruned_scores(encoder, list(np.add(published_scores, 2.0)))
-    assert kept_key(standin_folder)["source_sha256"] == pruned_graph._sha256(published)
+    assert kept_key(standin_folder)["source_sha256"] == kept_graph.sha256(published)
 
 
 def test_real_kept_graph_survives_a_copy_of_the_same_content(standin_folder, monkeypatch):
@@ -185,7 +196,7 @@ def test_real_kept_graph_survives_a_copy_of_the_same_content(standin_folder, mon
     target = published.resolve()
     published.unlink()
     shutil.copyfile(target, published)  # the same bytes, a new modification time
-    monkeypatch.setattr(pruned_graph, "prune_to_cls", lambda model: pytest.fail("rewritten"))
+    monkeypatch.setattr(cls_pruning, "prune_to_cls", lambda model: pytest.fail("rewritten"))
     assert use_pruned_graph(lazy_encoder(standin_folder))
 
 
@@ -193,7 +204,7 @@ def test_real_kept_graph_of_another_rewrite_version_is_not_used(
     standin_folder, published_scores, monkeypatch
 ):
     assert use_pruned_graph(lazy_encoder(standin_folder))
-    monkeypatch.setattr(pruned_graph, "REWRITE_VERSION", 2)
+    monkeypatch.setattr(cls_pruning, "REWRITE_VERSION", 2)
     encoder = lazy_encoder(standin_folder)
     assert use_pruned_graph(encoder)
     names = sorted(p.name for p in (standin_folder / "onnx").iterdir())
@@ -213,7 +224,7 @@ def test_real_kept_graph_that_is_damaged_is_rewritten(
     else:
         kept.write_bytes(kept.read_bytes()[: kept.stat().st_size // 2])
     encoder = lazy_encoder(standin_folder)
-    with caplog.at_level(logging.WARNING, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.WARNING, logger=kept_graph.__name__):
         assert use_pruned_graph(encoder)
     assert f"the [CLS]-pruned graph at {kept} is not usable" in caplog.text
     if damage == "scores":
@@ -227,9 +238,9 @@ def test_real_killed_writer_leaves_nothing_a_later_load_trusts(standin_folder, p
     script = (
         "import os, signal\n"
         "import offline_models\n"
-        "from llama_index_fastembed_rerank import FastEmbedRerank, pruned_graph\n"
+        "from llama_index_fastembed_rerank import FastEmbedRerank, staging\n"
         "offline_models.register_standin()\n"
-        "pruned_graph.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "staging.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"FastEmbedRerank({offline_models.STANDIN_RERANK_MODEL!r}, "
         f"specific_model_path={str(standin_folder)!r}).warm_up()\n"
     )
@@ -237,7 +248,7 @@ def test_real_killed_writer_leaves_nothing_a_later_load_trusts(standin_folder, p
     done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120, check=False)
     assert done.returncode == -9
     kept = cached_path(published_file(standin_folder))
-    (partial,) = (standin_folder / "onnx").glob(".*.partial")
+    (partial,) = (standin_folder / "onnx").glob(".*.partial-*")
     assert partial.stat().st_size > 1_000_000  # it was written, and is not trusted:
     assert not kept.exists()
 
@@ -245,12 +256,7 @@ def test_real_killed_writer_leaves_nothing_a_later_load_trusts(standin_folder, p
     assert use_pruned_graph(encoder)
     assert_pruned_scores(encoder, published_scores)
     assert kept.is_file()
-    assert partial.exists()  # too young to be a dead writer's for sure
-    hours_ago = time.time() - 2 * 3600
-    os.utime(partial, (hours_ago, hours_ago))
-    kept.unlink()
-    assert use_pruned_graph(lazy_encoder(standin_folder))
-    assert not partial.exists()
+    assert not partial.exists()  # its writer is dead: the next writer removed it
 
 
 def test_real_read_only_folder_rewrites_in_memory(
@@ -260,9 +266,9 @@ def test_real_read_only_folder_rewrites_in_memory(
         raise PermissionError(13, "Permission denied", str(standin_folder / "onnx"))
 
     # The tests run as root, which writes anywhere: the folder refuses new files here.
-    monkeypatch.setattr(pruned_graph.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(staging.tempfile, "mkstemp", read_only)
     encoder = lazy_encoder(standin_folder)
-    with caplog.at_level(logging.INFO, logger=pruned_graph.__name__):
+    with caplog.at_level(logging.INFO, logger=kept_graph.__name__):
         assert use_pruned_graph(encoder)
     assert f"{standin_folder / 'onnx'} is not writable" in caplog.text
     assert_pruned_scores(encoder, published_scores)

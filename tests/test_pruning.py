@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from llama_index_fastembed_rerank.pruning import prune_to_cls
+from llama_index_fastembed_rerank.cls_pruning import prune_to_cls
 
 DATA = Path(__file__).parent / "data"
 HIDDEN = 4

@@ -21,7 +21,7 @@ from llama_index_fastembed_rerank import (
     FastEmbedRerank,
     FastEmbedSparseEmbedding,
 )
-from llama_index_fastembed_rerank.engine import FastEmbedEngineOptions
+from llama_index_fastembed_rerank.options import FastEmbedEngineOptions
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()

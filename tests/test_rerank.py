@@ -429,7 +429,7 @@ def test_rerank_keeps_the_three_models_last_handed_out(fake_encoder):
 def test_rerank_release_models_frees_the_models_no_instance_holds(fake_encoder):
     fake_encoder.keep_instances = False
     held = FastEmbedRerank(threads=1)
-    models = [weakref.ref(held._encoder()), weakref.ref(FastEmbedRerank(threads=2)._encoder())]
+    models = [weakref.ref(held._model()), weakref.ref(FastEmbedRerank(threads=2)._model())]
     FastEmbedEmbedding.release_models()  # another class's: the reranker models stay
     gc.collect()
     assert all(m() is not None for m in models)

@@ -4,15 +4,22 @@ A sequence-classification head reads one token of the last hidden state, [CLS] a
 Every op between the last attention and that read works token by token (output projection,
 bias, residual add, layer norm, feed-forward, GELU), so running them on row 0 alone gives the
 same score for a fraction of their work: in MiniLM-L6 one layer's feed-forward and output
-projection, an eighth of the model's multiply-adds. This module is the rewrite alone, on an
-ONNX graph; ``pruned_graph`` puts the copy to use.
+projection, an eighth of the model's multiply-adds. ``prune_to_cls`` is the rewrite, on an
+ONNX graph; ``use_pruned_graph`` runs a reranker on the copy that ``kept_graph`` keeps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
+
+from .kept_graph import mismatch, use_kept_graph
+
+if TYPE_CHECKING:
+    import onnx
+    from fastembed.rerank.cross_encoder import TextCrossEncoder
 
 # Ops whose output at token t depends only on their inputs at token t (with ONNX broadcasting
 # against weights and biases): slicing their inputs to [CLS] slices their output to [CLS].
@@ -26,6 +33,45 @@ _REDUCE_LAST_AXIS = frozenset({"ReduceMean", "ReduceSum"})
 _SEQUENCE_AXIS = 1
 # The version of the rewrite below: graphs rewritten by another version are not reused.
 REWRITE_VERSION = 1
+# The pruned graph must return the published graph's scores within this (the benchmark's bound).
+TOLERANCE = 1e-4
+# Three pairs of different lengths (so two are padded), short: every load runs them.
+_PROBE = tuple(("capital of France", d) for d in ("Yes", "Paris.", "Paris, in France."))
+
+
+class ClsPruning:
+    """The [CLS] pruning as a ``kept_graph.GraphRewrite``: scores equal the published graph's."""
+
+    label = "[CLS]-pruned"
+    probe: Sequence[tuple[str, str]] = _PROBE
+
+    @property
+    def version(self) -> int:
+        """The rewrite's version, ``REWRITE_VERSION``."""
+        return REWRITE_VERSION
+
+    @property
+    def suffix(self) -> str:
+        """The kept copy's name part: ``cls-pruned-v1``."""
+        return f"cls-pruned-v{REWRITE_VERSION}"
+
+    def apply(self, model: onnx.ModelProto) -> str:
+        """Prune ``model`` in place (``prune_to_cls``); say how many ops now run on [CLS]."""
+        count = prune_to_cls(model)
+        return f"{count} ONNX ops of the last layer now run on [CLS] only" if count else ""
+
+    def accept(self, published: Sequence[Any], rewritten: Sequence[Any]) -> str:
+        """Refuse scores that differ from the published graph's by more than ``TOLERANCE``."""
+        return mismatch(published, rewritten, TOLERANCE)
+
+
+def use_pruned_graph(encoder: TextCrossEncoder) -> bool:
+    """Load ``encoder``'s session from its [CLS]-pruned graph (see ``kept_graph``).
+
+    Returns:
+        Whether the pruned graph is now in use.
+    """
+    return use_kept_graph(encoder, ClsPruning())
 
 
 def prune_to_cls(model: onnx.ModelProto) -> int:
@@ -39,6 +85,8 @@ def prune_to_cls(model: onnx.ModelProto) -> int:
         How many ops now run on [CLS] only; 0 when the graph has no single [CLS] read or
         nothing token-wise before it, and then ``model`` is unchanged.
     """
+    from onnx import helper
+
     graph = model.graph
     constants = _constants(graph)
     nodes = list(graph.node)  # stored in topological order; positions name the nodes below
@@ -110,6 +158,8 @@ def _ints_attr(node: onnx.NodeProto, name: str) -> list[int] | None:
 
 
 def _const_ints(constants: dict[str, onnx.TensorProto], name: str) -> list[int] | None:
+    from onnx import numpy_helper
+
     tensor = constants.get(name)
     if tensor is None:
         return None
@@ -153,6 +203,8 @@ def _token_wise(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) ->
 
 def _add_cls_range(graph: onnx.GraphProto) -> list[str]:
     """Add the constant inputs of ``Slice(x, [0], [1], axes=[1])``; return their names."""
+    from onnx import numpy_helper
+
     names = ["cls_slice/starts", "cls_slice/ends", "cls_slice/axes"]
     for name, value in zip(names, (0, 1, _SEQUENCE_AXIS), strict=True):
         graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))

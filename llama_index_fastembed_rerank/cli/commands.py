@@ -1,0 +1,270 @@
+"""What each command does. Imported once a command runs: the models and Qdrant load here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fastembed import SparseTextEmbedding, TextEmbedding
+from fastembed.rerank.cross_encoder import TextCrossEncoder
+
+from .. import qdrant
+from ..cache_layout import cached_files, default_cache_dir
+from ..default_models import DEFAULT_EMBED_MODEL, DEFAULT_SPARSE_MODEL
+from ..embedding import FastEmbedEmbedding
+from ..ingest import INSTALL_HINT, find_files, ingest
+from ..loading import find_model
+from ..model_check import KINDS
+from ..offline import export_model, import_model
+from ..rerank import FastEmbedRerank
+from ..sparse import FastEmbedSparseEmbedding
+from . import CommandError
+from .output import one_line, print_results, print_table, progress, result, say
+from .parser import PROG, default_qdrant_path
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Ingest files and folders into a collection; 1 if some were skipped."""
+    if args.chunk_overlap >= args.chunk_size:
+        msg = (
+            f"--chunk-overlap {args.chunk_overlap} must be smaller than --chunk-size "
+            f"{args.chunk_size}"
+        )
+        raise CommandError(msg)
+    find_files(args.paths)  # a missing path fails here, before anything is written
+    client, where = _client(args)
+    with closing(client):
+        record = qdrant.collection_record(client, args.collection)
+        embed_name, sparse_name = _models(args, record, creating=True)
+        embed_model = _embed_model(embed_name, args)
+        if record is not None or client.collection_exists(args.collection):
+            qdrant.check_dense_vectors(client, args.collection, embed_model)
+        sparse_model = _sparse_model(sparse_name, args) if sparse_name else None
+        embed_model.warm_up()  # a missing model fails here, before the collection is made
+        if sparse_model is not None:
+            sparse_model.warm_up()
+
+        def open_store() -> Any:  # noqa: ANN401 - QdrantVectorStore, imported lazily
+            if not client.collection_exists(args.collection):
+                qdrant.create_collection(client, args.collection, embed_model, sparse_model)
+            return qdrant.collection_store(client, args.collection, sparse_model)
+
+        report = ingest(
+            args.paths,
+            client,
+            args.collection,
+            open_store,
+            embed_model,
+            chunk_size=args.chunk_size,
+            chunk_overlap=args.chunk_overlap,
+            prune=args.prune,
+            progress=progress,
+        )
+        exists = client.collection_exists(args.collection)
+        total = client.count(args.collection, exact=True).count if exists else 0
+    for path, reason in report.skipped:
+        say(f"error: skipped {path}: {one_line(reason)}")
+    parts = [
+        f"{report.files} files",
+        f"{report.unchanged} unchanged",
+        f"{report.chunks_written} chunks written",
+        f"{report.chunks_removed} removed",
+    ]
+    if args.prune:
+        parts.append(f"{report.files_pruned} files pruned")
+    if report.skipped:
+        parts.append(f"{len(report.skipped)} skipped")
+    print(  # noqa: T201
+        f"{args.collection}: {', '.join(parts)}; {total} chunks in the collection ({where})"
+    )
+    return 1 if report.skipped else 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """Retrieve, rerank and print the best chunks for a text."""
+    from llama_index.core import VectorStoreIndex
+
+    client, _ = _client(args)
+    with closing(client):
+        record = qdrant.collection_record(client, args.collection)
+        if record is None and not client.collection_exists(args.collection):
+            names = sorted(c.name for c in client.get_collections().collections)
+            msg = (
+                f"No collection {args.collection!r} here (collections: "
+                f"{', '.join(names) or 'none'}): ingest into it first"
+            )
+            raise CommandError(msg)
+        embed_name, sparse_name = _models(args, record, creating=False)
+        embed_model = _embed_model(embed_name, args)
+        qdrant.check_dense_vectors(client, args.collection, embed_model)
+        sparse_model = _sparse_model(sparse_name, args) if args.hybrid and sparse_name else None
+        reranker = None
+        if not args.no_rerank:
+            reranker = FastEmbedRerank(
+                args.rerank_model, top_n=args.top_n, keep_retrieval_score=True, **_engine(args)
+            )
+        for model in (embed_model, sparse_model, reranker):
+            if model is not None:
+                model.warm_up()
+        store = qdrant.collection_store(client, args.collection, sparse_model)
+        index = VectorStoreIndex.from_vector_store(store, embed_model=embed_model)
+        mode: dict[str, Any] = {}
+        if sparse_model is not None:
+            mode = {"vector_store_query_mode": "hybrid", "sparse_top_k": args.top_k}
+        retrieved = index.as_retriever(similarity_top_k=args.top_k, **mode).retrieve(args.text)
+    if reranker is None:
+        results = [(n, n.score) for n in retrieved[: args.top_n]]
+    else:
+        reranked = reranker.postprocess_nodes(retrieved, query_str=args.text)
+        results = [(n, n.node.metadata.get("retrieval_score")) for n in reranked]
+    rows = [result(n, retrieval_score) for n, retrieval_score in results]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
+        print()  # noqa: T201
+    else:
+        print_results(rows, sys.stdout, reranked=reranker is not None)
+    return 0
+
+
+def run_models_list(args: argparse.Namespace) -> int:
+    """List every model fastembed offers, and whether the cache holds it."""
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    rows = []
+    for engine in (TextEmbedding, SparseTextEmbedding, TextCrossEncoder):
+        for description in engine.list_supported_models():
+            hf_repo = description["sources"].get("hf")
+            cached = bool(hf_repo) and cached_files(cache, hf_repo, description) is not None
+            rows.append(
+                (
+                    KINDS[engine.__name__],
+                    description["model"],
+                    f"{description.get('size_in_GB', 0):.2f}",
+                    description.get("license") or "-",
+                    "yes" if cached else "-",
+                )
+            )
+    print_table(("kind", "model", "GB", "license", "cached"), rows, sys.stdout)
+    print(f"\ncache: {cache}")  # noqa: T201
+    return 0
+
+
+def run_models_import(args: argparse.Namespace) -> int:
+    """Copy a model folder into the cache under a model name."""
+    snapshot = import_model(args.source, args.model_name, cache_dir=args.cache_dir)
+    print(f"Imported {args.model_name} into {snapshot}")  # noqa: T201
+    return 0
+
+
+def run_models_export(args: argparse.Namespace) -> int:
+    """Copy a cached model into a folder that ``models import`` takes."""
+    folder = export_model(args.model_name, args.to, cache_dir=args.cache_dir)
+    print(  # noqa: T201
+        f"Exported {args.model_name} to {folder}; on the other machine: "
+        f"{PROG} models import {folder} {args.model_name}"
+    )
+    return 0
+
+
+def _client(args: argparse.Namespace) -> tuple[QdrantClient, str]:
+    """Connect to Qdrant; return the client and where it is, with no credentials in it."""
+    try:
+        from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: F401
+        from qdrant_client import QdrantClient
+    except ImportError as e:
+        msg = f"ingest and query need the Qdrant vector store: {INSTALL_HINT}"
+        raise CommandError(msg) from e
+    url = args.qdrant_url or os.environ.get("QDRANT_URL")
+    if url and args.qdrant_path:
+        msg = "pass --qdrant-url (or QDRANT_URL) or --qdrant-path, not both"
+        raise CommandError(msg)
+    if url:
+        where = _without_credentials(url)
+        # The key only ever travels to the server: never printed, logged or stored.
+        client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None)
+        try:
+            client.get_collections()
+        except Exception as e:  # qdrant-client raises several kinds for an unreachable server
+            client.close()
+            msg = f"cannot reach Qdrant at {where}: {type(e).__name__}: {e}"
+            raise CommandError(msg) from e
+        return client, f"Qdrant at {where}"
+    path = Path(args.qdrant_path or default_qdrant_path()).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        msg = f"--qdrant-path {str(path)!r} is a file: pass a folder"
+        raise CommandError(msg)
+    try:
+        client = QdrantClient(path=str(path))
+    except RuntimeError as e:  # the folder is locked by another process
+        msg = (
+            f"embedded Qdrant at {path} is in use by another process: wait for it, or run a "
+            f"Qdrant server and pass --qdrant-url"
+        )
+        raise CommandError(msg) from e
+    return client, f"embedded Qdrant at {path}"
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _models(
+    args: argparse.Namespace, record: dict[str, Any] | None, *, creating: bool
+) -> tuple[str, str | None]:
+    """Return the dense and sparse model names, checked against the collection's record."""
+    if args.sparse_model and not args.hybrid:
+        msg = f"--sparse-model {args.sparse_model} is for --hybrid: add --hybrid"
+        raise CommandError(msg)
+    wants_hybrid = bool(args.hybrid)
+    if record is None:
+        sparse = (args.sparse_model or DEFAULT_SPARSE_MODEL) if wants_hybrid else None
+        embed = args.embed_model or DEFAULT_EMBED_MODEL
+    else:
+        embed = record["embed_model"]
+        sparse = record.get("sparse_model")
+        if args.embed_model and args.embed_model.lower() != embed.lower():
+            msg = (
+                f"collection {args.collection!r} holds vectors of {embed}, not of "
+                f"{args.embed_model}: leave --embed-model out, or use another collection"
+            )
+            raise CommandError(msg)
+        if wants_hybrid and sparse is None:
+            fix = "ingest" if creating else "query it without --hybrid, or ingest"
+            msg = (
+                f"collection {args.collection!r} has no sparse vectors (it was ingested "
+                f"without --hybrid): {fix} into a new collection with --hybrid"
+            )
+            raise CommandError(msg)
+        if args.sparse_model and sparse and args.sparse_model.lower() != sparse.lower():
+            msg = (
+                f"collection {args.collection!r} holds sparse vectors of {sparse}, not of "
+                f"{args.sparse_model}: leave --sparse-model out, or use another collection"
+            )
+            raise CommandError(msg)
+    find_model(TextEmbedding, embed)
+    if sparse is not None:
+        find_model(SparseTextEmbedding, sparse)
+    return embed, sparse
+
+
+def _engine(args: argparse.Namespace) -> dict[str, Any]:
+    return {"cache_dir": args.cache_dir} if args.cache_dir else {}
+
+
+def _embed_model(name: str, args: argparse.Namespace) -> FastEmbedEmbedding:
+    return FastEmbedEmbedding(name, **_engine(args))
+
+
+def _sparse_model(name: str, args: argparse.Namespace) -> FastEmbedSparseEmbedding:
+    return FastEmbedSparseEmbedding(name, **_engine(args))

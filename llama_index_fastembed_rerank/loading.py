@@ -1,0 +1,232 @@
+"""Build a fastembed model from its name, and say what went wrong where that fails.
+
+fastembed's, onnxruntime's and the tokenizer's own errors name neither the model nor the fix,
+and some not even the file; a model missing from the cache, where no hub is reachable, makes
+fastembed retry for about 40 s. Here one short probe of the hub decides at once, and every
+failure that can be told becomes a ``ValueError`` naming the model, the file and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import _fastembed
+from .cache_layout import (
+    cache_dir,
+    has_graph,
+    in_hub_cache,
+    model_folder,
+    repository_folder,
+)
+from .model_check import KINDS, file_damage, wrong_kind
+
+E = TypeVar("E")
+
+# Long enough for a slow link, short beside fastembed's ~40 s of retries.
+_HUB_PROBE_SECONDS = 5.0
+
+
+def find_model(engine_class: type[Any], model_name: str) -> dict[str, Any]:
+    """Return fastembed's description of a model, matched case-insensitively as fastembed does.
+
+    Raises:
+        ValueError: The model is unknown to ``engine_class``; the message lists close names.
+    """
+    models = engine_class.list_supported_models()
+    for description in models:
+        if description["model"].lower() == model_name.lower():
+            return dict(description)
+    names = [m["model"] for m in models]
+    close = difflib.get_close_matches(model_name, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    msg = (
+        f"{engine_class.__name__} does not support model {model_name!r}.{hint} "
+        f"See {engine_class.__name__}.list_supported_models(), or register your own ONNX "
+        f"model with {engine_class.__name__}.add_custom_model(...)."
+    )
+    raise ValueError(msg)
+
+
+def load(
+    engine_class: type[E],
+    model_name: str,
+    engine_kwargs: dict[str, Any],
+    prepare: Callable[[E], object] | None = None,
+) -> E:
+    """Build the fastembed model; ``prepare`` loads its session (fastembed's lazy_load)."""
+    description = find_model(engine_class, model_name)
+    specific = engine_kwargs.get("specific_model_path")
+    if specific is not None and has_graph(description):
+        model_file = Path(specific) / description["model_file"]
+        if not model_file.is_file():
+            msg = (
+                f"Could not load {engine_class.__name__} model {model_name!r}: "
+                f"specific_model_path={specific!r} has no {description['model_file']} "
+                f"(fastembed looks for the model file at {model_file}). Point "
+                f"specific_model_path at the directory that holds it and its tokenizer files."
+            )
+            raise ValueError(msg)
+    hf_repo = description["sources"].get("hf")
+    offline = _offline_mode(engine_kwargs)
+    unreachable = None
+    if (
+        offline is None
+        and specific is None
+        and hf_repo
+        and not description["sources"].get("url")
+        and not in_hub_cache(cache_dir(engine_kwargs)[0], hf_repo, description)
+    ):
+        # fastembed would retry the hub for ~40 s; one short probe tells at once.
+        unreachable = _hub_unreachable(hf_repo)
+        if unreachable is not None:
+            # still finds older cache layouts
+            engine_kwargs = {**engine_kwargs, "local_files_only": True}
+    try:
+        if prepare is None:
+            engine = engine_class(model_name, **engine_kwargs)  # type: ignore[call-arg]
+        else:
+            engine = engine_class(model_name, **engine_kwargs, lazy_load=True)  # type: ignore[call-arg]
+            prepare(engine)
+    except Exception as e:
+        problem = _load_problem(e, description, engine_kwargs, offline, unreachable)
+        if problem is None:
+            raise
+        msg = f"Could not load {engine_class.__name__} model {model_name!r}: {problem}"
+        raise ValueError(msg) from e
+    kind = KINDS.get(engine_class.__name__, "")
+    problem = wrong_kind(kind, description, _fastembed.output_shape(engine))
+    if problem:
+        files = _fastembed.model_files(engine)
+        graph = f"its ONNX graph {files[0]}" if files else "its ONNX graph"
+        msg = (
+            f"Could not load {engine_class.__name__} model {model_name!r}: {graph} "
+            f"{problem}. The file is another model's: {_fix_files(description, engine_kwargs)}"
+        )
+        raise ValueError(msg)
+    return engine
+
+
+def _fix_files(description: dict[str, Any], engine_kwargs: dict[str, Any]) -> str:
+    """Say how to replace the model's files, wherever fastembed loads them from."""
+    model_name, hf_repo = description["model"], description["sources"].get("hf")
+    source = f" (from the repository {hf_repo})" if hf_repo else ""
+    if engine_kwargs.get("specific_model_path"):
+        return (
+            f"put {model_name}'s own files{source} in "
+            f"specific_model_path={engine_kwargs['specific_model_path']!r}."
+        )
+    cache = cache_dir(engine_kwargs)[0]
+    where = repository_folder(cache, hf_repo) if hf_repo else cache
+    return (
+        f"delete {where} and load the model again with internet access, so that fastembed "
+        f"downloads it afresh, or import a good copy{source} with "
+        f"`llama-index-fastembed-rerank models import DIR {model_name}`."
+    )
+
+
+def _load_problem(
+    error: Exception,
+    description: dict[str, Any],
+    engine_kwargs: dict[str, Any],
+    offline: str | None,
+    unreachable: str | None,
+) -> str | None:
+    """Say what went wrong in a failed load and how to fix it; None where it cannot be told.
+
+    ``offline`` names the setting that kept fastembed off the hub, and ``unreachable`` why the
+    hub could not be reached, where either is known.
+    """
+    model_name = description["model"]
+    cache, setting = cache_dir(engine_kwargs)
+    if _fastembed.is_missing_model_error(error):
+        hf_repo = description["sources"].get("hf")
+        where = str(repository_folder(cache, hf_repo)) if hf_repo else str(cache)
+        if offline is not None:
+            why = f", and {offline} kept fastembed from asking the model hub"
+            first_fix = f"run once with internet access and without {offline}"
+        elif unreachable is not None:
+            why = (
+                f" and the model hub could not be reached ({unreachable}). Where no hub is "
+                "reachable, set HF_HUB_OFFLINE=1 or local_files_only=True so that a missing "
+                "model fails at once"
+            )
+            first_fix = "run once with internet access so fastembed downloads it"
+        else:
+            why = (
+                f" and fastembed could not download it (repository {hf_repo}; see its log)"
+                if hf_repo
+                else ""
+            )
+            first_fix = "run once with internet access so fastembed downloads it"
+        return (
+            f"it is not in the cache at {where}{why}. Fix it in one of these ways: {first_fix}; "
+            "set cache_dir= (or FASTEMBED_CACHE_PATH) to a cache that holds it; pass "
+            "specific_model_path= to a directory with its ONNX and tokenizer files; or import "
+            f"a local copy with `llama-index-fastembed-rerank models import DIR {model_name}`."
+        )
+    if isinstance(error, OSError) and error.filename:
+        place = Path(error.filename)
+        if place == cache or cache in place.parents or place in cache.parents:
+            reason = (
+                "it is a file, not a folder"
+                if cache.exists() and not cache.is_dir()
+                else f"{error.strerror}: {place}"
+            )
+            return (
+                f"the model cache {cache} ({setting}) cannot be used: {reason}. Pass cache_dir= "
+                f"a folder this process can create and write in, or set FASTEMBED_CACHE_PATH "
+                f"to one."
+            )
+        return f"{error.strerror}: {place}. Make the model's files readable by this process."
+    folder = model_folder(description, engine_kwargs)
+    if type(error).__module__.startswith("onnxruntime"):
+        found = re.search(r"Load model from (.+?) failed", str(error))
+        if found is None and folder is None:
+            return None
+        onnx_file = found.group(1) if found else str(folder / description["model_file"])
+        if re.search(r"IR version|opset", str(error), re.IGNORECASE):
+            import onnxruntime
+
+            return (
+                f"ONNX Runtime {onnxruntime.__version__} cannot read its model file {onnx_file} "
+                f"({error}). The file is newer than this onnxruntime reads: upgrade onnxruntime "
+                f"(or onnxruntime-gpu)."
+            )
+        return (
+            f"ONNX Runtime cannot read its model file {onnx_file} ({error}). The file is "
+            f"damaged or incomplete: {_fix_files(description, engine_kwargs)}"
+        )
+    for path in sorted(folder.glob("*.json")) if folder and folder.is_dir() else []:
+        damage = file_damage(path)
+        if damage:
+            return f"{path} {damage}: {_fix_files(description, engine_kwargs)}"
+    return None
+
+
+def _offline_mode(engine_kwargs: dict[str, Any]) -> str | None:
+    """Name the setting that keeps fastembed off the hub, as fastembed reads it; else None."""
+    if engine_kwargs.get("local_files_only"):
+        return "local_files_only=True"
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    if value.strip().upper() in {"1", "TRUE", "YES", "ON"}:
+        return f"HF_HUB_OFFLINE={value}"
+    return None
+
+
+def _hub_unreachable(hf_repo: str) -> str | None:
+    """Ask the hub about ``hf_repo`` once; return why it cannot be reached, or None."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().model_info(hf_repo, timeout=_HUB_PROBE_SECONDS)
+    except HfHubHTTPError:
+        return None  # an HTTP answer, even an error: the hub is there
+    except Exception as e:  # connection refused, no DNS, timeout, proxy errors
+        return f"{type(e).__name__}: {e}"
+    return None
