@@ -1,8 +1,8 @@
-"""The README's code runs as pasted and prints what it shows; its tables list every option.
+"""The README's and docs/'s code runs as pasted and prints what it shows; tables list every option.
 
-The README names the real default reranker, Xenova/ms-marco-MiniLM-L-6-v2; here it is a LOAN
-(``loan_cache``: the untrained stand-in's files under that name), so the README shows no
-reranked output and these tests only run the code that reranks.
+The pages name the real default reranker, Xenova/ms-marco-MiniLM-L-6-v2; here it is a LOAN
+(``loan_cache``: the untrained stand-in's files under that name), so they show no reranked
+output and these tests only run the code that reranks.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ from llama_index_fastembed_rerank.options import FastEmbedEngineOptions
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
+# Every page a user reads, by its path from the repository's root.
+PAGES = {
+    path.relative_to(ROOT).as_posix(): path.read_text()
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+}
+CONFIGURATION = PAGES["docs/configuration.md"]
 # The caption line above each option table, and the options it documents.
 TABLES = {
     "`FastEmbedRerank`:": (FastEmbedRerank, set(FastEmbedEngineOptions.model_fields)),
@@ -65,12 +71,15 @@ def shown(value: object) -> set[str]:
     return {f"`{value!r}`"}
 
 
-def _blocks(language: str) -> list[tuple[str, str]]:
-    """Each fenced block of ``language``, with the README section it is in."""
+def _blocks(language: str, page: str | None = None) -> list[tuple[str, str]]:
+    """Each fenced block of ``language`` (in ``page``, else in every page), with its place."""
     found = []
-    for match in re.finditer(rf"^```{language}\n(.*?)^```$", README, re.MULTILINE | re.DOTALL):
-        headings = re.findall(r"^## (.+)$", README[: match.start()], re.MULTILINE)
-        found.append((headings[-1] if headings else "top", match.group(1)))
+    for name, text in PAGES.items():
+        if page is not None and name != page:
+            continue
+        for match in re.finditer(rf"^```{language}\n(.*?)^```$", text, re.MULTILINE | re.DOTALL):
+            headings = re.findall(r"^## (.+)$", text[: match.start()], re.MULTILINE)
+            found.append((f"{name} {headings[-1] if headings else 'top'}", match.group(1)))
     return found
 
 
@@ -104,7 +113,7 @@ PYTHON_BLOCKS = _blocks("python")
     [code for _, code in PYTHON_BLOCKS],
     ids=[re.sub(r"\W+", "-", section).strip("-").lower() for section, _ in PYTHON_BLOCKS],
 )
-def test_readme_python_block_runs_as_pasted(code, loan_cache):
+def test_python_block_runs_as_pasted(code, loan_cache):
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -120,14 +129,19 @@ def test_readme_python_block_runs_as_pasted(code, loan_cache):
         assert done.stdout.strip()
 
 
-def test_readme_console_commands_print_what_the_readme_shows(loan_cache, tmp_path):
-    # Run where the README ran them: a clone (here its examples/) and a per-user data folder.
+CONSOLE_PAGES = sorted({place.split()[0] for place, _ in _blocks("console")})
+
+
+@pytest.mark.parametrize("page", CONSOLE_PAGES)
+def test_console_commands_print_what_the_page_shows(loan_cache, tmp_path, page):
+    # Run where they were run: a clone (here its examples/) and a per-user data folder, one
+    # session a page.
     demo, data = tmp_path / "demo", tmp_path / "data"
     demo.mkdir()
     (demo / "examples").symlink_to(ROOT / "examples")
     places = {str(demo): "/root/demo", str(data): "/root/.local/share"}
-    commands = [pair for _, block in _blocks("console") for pair in _commands(block)]
-    assert len(commands) >= 8
+    commands = [pair for _, block in _blocks("console", page) for pair in _commands(block)]
+    assert commands
     for command, shown in commands:
         done = subprocess.run(
             command,
@@ -162,9 +176,9 @@ def test_ci_runs_the_readme_test_command():
 
 
 @pytest.mark.parametrize("caption", list(TABLES), ids=["rerank", "embedding", "sparse", "engine"])
-def test_readme_option_table_is_the_fields_text(caption):
+def test_option_table_is_the_fields_text(caption):
     cls, elsewhere = TABLES[caption]
-    rows = option_tables(README)[caption]
+    rows = option_tables(CONFIGURATION)[caption]
     fields = {
         name: field
         for name, field in cls.model_fields.items()
@@ -199,3 +213,16 @@ def test_docstring_lists_every_option_once_from_its_field(cls):
         first_words = " ".join(field.description.split()[:3])
         assert f"{name}: {first_words}" in " ".join(doc.split()), name
     assert doc.index("Args:") < doc.index("Example:")
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_links_lead_to_files(page):
+    base = (ROOT / page).parent
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", PAGES[page]):
+        assert (base / target).exists(), f"{page} links to {target}, which does not exist"
+
+
+def test_readme_links_every_docs_page():
+    for page in PAGES:
+        if page.startswith("docs/"):
+            assert f"]({page})" in README, page
