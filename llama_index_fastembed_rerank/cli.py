@@ -24,7 +24,7 @@ from fastembed.rerank.cross_encoder import TextCrossEncoder
 
 from .embedding import DEFAULT_EMBED_MODEL, FastEmbedEmbedding
 from .engine import find_model
-from .ingest import INSTALL_HINT, find_files, ingest
+from .ingest import INSTALL_HINT, check_paths, ingest, model_tokens
 from .offline import KINDS, cached_files, export_model, import_model
 from .rerank import DEFAULT_RERANK_MODEL, FastEmbedRerank
 from .sparse import DEFAULT_SPARSE_MODEL, FastEmbedSparseEmbedding
@@ -38,6 +38,8 @@ PROG = "llama-index-fastembed-rerank"
 # The collection's own record of what its vectors are, in Qdrant's collection metadata.
 RECORD_KEY = "llama_index_fastembed_rerank"
 DENSE_VECTOR = "text-dense"  # QdrantVectorStore's name for the dense vector
+# Chunk size where the embedding model's window is unknown (a model with no tokenizer).
+DEFAULT_CHUNK_SIZE = 256
 
 
 class CommandError(Exception):
@@ -80,13 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    if args.chunk_overlap >= args.chunk_size:
-        msg = (
-            f"--chunk-overlap {args.chunk_overlap} must be smaller than --chunk-size "
-            f"{args.chunk_size}"
-        )
-        raise CommandError(msg)
-    find_files(args.paths)  # a missing path fails here, before anything is written
+    if args.chunk_size is not None:
+        _check_overlap(args.chunk_size, args.chunk_overlap, "--chunk-size")
+    check_paths(args.paths)  # a missing path fails here, before anything is written
     client, where = _client(args)
     with closing(client):
         record = _record(client, args.collection)
@@ -98,6 +96,18 @@ def _ingest(args: argparse.Namespace) -> int:
         embed_model.warm_up()  # a missing model fails here, before the collection is made
         if sparse_model is not None:
             sparse_model.warm_up()
+        tokens = model_tokens(embed_model)
+        chunk_size = args.chunk_size or (tokens.room if tokens else DEFAULT_CHUNK_SIZE)
+        if args.chunk_size is None:
+            _check_overlap(chunk_size, args.chunk_overlap, f"{embed_name}'s chunk size")
+        elif tokens is not None and args.chunk_size > tokens.room:
+            print(  # noqa: T201
+                f"warning: --chunk-size {args.chunk_size} is more than the {tokens.room} tokens "
+                f"{embed_name} reads (its {tokens.window}-token window less {tokens.special} "
+                f"special tokens): longer chunks lose their ends when embedded; leave "
+                f"--chunk-size out to fit the model",
+                file=sys.stderr,
+            )
 
         def open_store() -> QdrantVectorStore:
             if not client.collection_exists(args.collection):
@@ -110,15 +120,18 @@ def _ingest(args: argparse.Namespace) -> int:
             args.collection,
             open_store,
             embed_model,
-            chunk_size=args.chunk_size,
+            chunk_size=chunk_size,
             chunk_overlap=args.chunk_overlap,
             prune=args.prune,
             progress=_progress,
+            tokenizer=tokens,
         )
         exists = client.collection_exists(args.collection)
         total = client.count(args.collection, exact=True).count if exists else 0
     for path, reason in report.skipped:
-        print(f"error: skipped {path}: {_one_line(reason)}", file=sys.stderr)  # noqa: T201
+        # A name that is not UTF-8 is shown with its bytes escaped (\\xe9).
+        shown = os.fsencode(path).decode(errors="backslashreplace")
+        print(f"error: skipped {shown}: {_one_line(reason)}", file=sys.stderr)  # noqa: T201
     parts = [
         f"{report.files} files",
         f"{report.unchanged} unchanged",
@@ -129,10 +142,18 @@ def _ingest(args: argparse.Namespace) -> int:
         parts.append(f"{report.files_pruned} files pruned")
     if report.skipped:
         parts.append(f"{len(report.skipped)} skipped")
+    if report.ignored:
+        parts.append(f"{report.ignored} hidden or of other types left out")
     print(  # noqa: T201
         f"{args.collection}: {', '.join(parts)}; {total} chunks in the collection ({where})"
     )
     return 1 if report.skipped else 0
+
+
+def _check_overlap(chunk_size: int, overlap: int, size_name: str) -> None:
+    if overlap >= chunk_size:
+        msg = f"--chunk-overlap {overlap} must be smaller than {size_name} {chunk_size}"
+        raise CommandError(msg)
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -525,7 +546,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
-    ingest.add_argument("--chunk-size", type=_at_least(1), default=256, help="tokens (default 256)")
+    ingest.add_argument(
+        "--chunk-size",
+        type=_at_least(1),
+        help="tokens of the embedding model per chunk, its file name included (default: as "
+        "many as the model reads, e.g. 254 for a 256-token window)",
+    )
     ingest.add_argument(
         "--chunk-overlap", type=_at_least(0), default=32, help="tokens (default 32)"
     )

@@ -129,11 +129,13 @@ def test_cli_ingest_reads_each_type_and_skips_the_unreadable_file(corpus, ingest
     done, qdrant = ingested
     assert done.returncode == 1, done.stderr  # 1: ingested, but a file was skipped
     assert done.stderr.splitlines() == [
-        f"error: skipped {corpus / 'bad.txt'}: 'utf-8' codec can't decode byte 0xff in "
-        "position 0: invalid start byte"
+        f"error: skipped {corpus / 'bad.txt'}: not UTF-8 text ('utf-8' codec can't decode byte "
+        "0xff in position 0: invalid start byte): convert it to UTF-8 (iconv -f ENCODING -t "
+        "UTF-8) or leave it out"
     ]
     stored = points(qdrant, "docs")
     assert done.stdout.startswith("docs: 26 files, 0 unchanged, ")
+    assert ", 1 skipped, 2 hidden or of other types left out; " in done.stdout
     assert f"; {len(stored)} chunks in the collection (embedded Qdrant at {qdrant})" in done.stdout
     texts = {}
     for point in stored:
@@ -257,7 +259,7 @@ def test_cli_query_hybrid_fuses_dense_and_bm25(ingested, loan_cache, corpus):
                 "--chunk-overlap",
                 "0",
             ],
-            "is longer than chunk size (3)",
+            "chunk size 3 leaves no room for text beside the file name that each chunk embeds",
         ),
         (
             ["query", "x", "--collection", "plain", "--hybrid"],
