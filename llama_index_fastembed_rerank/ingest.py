@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -31,7 +32,7 @@ from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer_
 from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import BaseNode, Document, MetadataMode
 from llama_index.core.utils import get_tokenizer
-from nltk.tokenize.punkt import PunktLanguageVars, PunktSentenceTokenizer
+from nltk.tokenize.punkt import PunktLanguageVars, PunktSentenceTokenizer, PunktToken
 
 try:  # nltk 3.10 runs every regular expression under a wall-clock limit
     from nltk import redos
@@ -532,10 +533,7 @@ class _UntimedLanguageVars(PunktLanguageVars):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__()
-        if redos is not None:
-            self.re_boundary_realignment = redos.compile(
-                PunktLanguageVars.re_boundary_realignment, timeout=None
-            )
+        self.re_boundary_realignment = _untimed(PunktLanguageVars.re_boundary_realignment)
 
     def period_context_re(self) -> Any:  # noqa: ANN401 - a compiled pattern, NLTK's type
         """Return Punkt's pattern for possible sentence ends, with no time limit."""
@@ -549,8 +547,23 @@ def _untimed(pattern: Any) -> Any:  # noqa: ANN401 - a compiled pattern, NLTK's 
     return pattern if redos is None else redos.compile(pattern, timeout=None)
 
 
+class _UntimedToken(PunktToken):  # type: ignore[misc]
+    """Punkt's token, with no wall-clock limit on the patterns that classify it."""
+
+    _RE_ELLIPSIS = _untimed(PunktToken._RE_ELLIPSIS)
+    _RE_NUMERIC = _untimed(PunktToken._RE_NUMERIC)
+    _RE_INITIAL = _untimed(PunktToken._RE_INITIAL)
+    _RE_ALPHA = _untimed(PunktToken._RE_ALPHA)
+    _RE_NON_PUNCT = _untimed(re.compile(r"[^\W\d]", re.UNICODE))
+
+    @property
+    def is_non_punct(self) -> Any:  # noqa: ANN401 - a match, as Punkt's own
+        """Whether the token is a number or alphabetic (Punkt's test)."""
+        return self._RE_NON_PUNCT.search(self.type)
+
+
 # LlamaIndex's default sentence tokenizer is an untrained PunktSentenceTokenizer too.
-_PUNKT = PunktSentenceTokenizer(lang_vars=_UntimedLanguageVars())
+_PUNKT = PunktSentenceTokenizer(lang_vars=_UntimedLanguageVars(), token_cls=_UntimedToken)
 
 
 def _sentences(text: str) -> list[str]:
