@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 # Read as text by SimpleDirectoryReader itself.
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".json")
-# Read by llama-index-readers-file: PDF pages with pypdf, HTML with BeautifulSoup, CSV rows.
+# Read with the [cli] extra: PDF pages with pypdf and CSV rows (llama-index-readers-file), the
+# main content of HTML pages with trafilatura.
 FILE_READER_SUFFIXES = (".pdf", ".html", ".htm", ".csv")
 SUFFIXES = TEXT_SUFFIXES + FILE_READER_SUFFIXES
 INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[cli]'"
@@ -478,18 +479,37 @@ def _read(path: Path) -> list[Document]:
 
 
 def _file_readers(suffix: str) -> dict[str, BaseReader]:
+    if suffix in (".html", ".htm"):
+        try:
+            import trafilatura  # noqa: F401
+        except ImportError as e:
+            msg = f"reading {suffix} files needs trafilatura: {INSTALL_HINT}"
+            raise ImportError(msg) from e
+        return {suffix: _MainContentReader()}
     try:
-        from llama_index.readers.file import HTMLTagReader, PagedCSVReader, PDFReader
+        from llama_index.readers.file import PagedCSVReader, PDFReader
     except ImportError as e:
         msg = f"reading {suffix} files needs llama-index-readers-file: {INSTALL_HINT}"
         raise ImportError(msg) from e
     readers: dict[str, BaseReader] = {
         ".pdf": PDFReader(),  # one document per page, with its page_label
-        ".html": HTMLTagReader(tag="body"),
-        ".htm": HTMLTagReader(tag="body"),
         ".csv": PagedCSVReader(),  # one document per row, "column: value" lines
     }
     return {suffix: readers[suffix]}
+
+
+class _MainContentReader(BaseReader):
+    """An HTML page's main content, found by trafilatura: no navigation, headers or footers.
+
+    The page's bytes go to trafilatura, which takes the encoding the page declares.
+    """
+
+    def load_data(self, file: Path, extra_info: dict[str, Any] | None = None) -> list[Document]:
+        """Return the page's main content as one document (empty where it has none)."""
+        import trafilatura
+
+        text = trafilatura.extract(Path(file).read_bytes(), include_tables=True) or ""
+        return [Document(text=text, metadata=extra_info or {})]
 
 
 def splitter(

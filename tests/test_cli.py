@@ -609,9 +609,10 @@ def test_cli_ingest_has_no_wall_clock_limit_on_chunking(tmp_path, loan_cache):
 def test_cli_default_chunks_fit_the_models_window(tmp_path, loan_cache, real_text_embedding):
     folder, qdrant = tmp_path / "docs", tmp_path / "qdrant"
     folder.mkdir()
+    # Names, numbers and words of other languages: more of the model's tokens than tiktoken's.
     (folder / "notes.txt").write_text(
-        "\n\n".join(f"{d} {MOVIES['descriptions'][(i * 7) % 20]}" for i, d in
-                    enumerate(MOVIES["descriptions"] * 2))
+        "\n\n".join(f"{d} See os.path.join_{i}() and str.removeprefix(); Straße, naïve café, "
+                    f"東京 {i * 7919}." for i, d in enumerate(MOVIES["descriptions"] * 2))
     )  # fmt: skip
     args = ["ingest", str(folder), "--qdrant-path", str(qdrant), "--embed-model", EMBED]
     done = run(*args, "--collection", "fit", cache=loan_cache)

@@ -313,3 +313,52 @@ def test_a_special_file_named_directly_is_reported_not_opened(tmp_path):
         "a named pipe (FIFO), not a regular file: only files are read"
     ]
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
+
+
+_SPHINX_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>io — Core tools for streams</title>
+<script>var DOCUMENTATION_OPTIONS = {};</script></head>
+<body>
+<div class="related" role="navigation" aria-label="related navigation"><h3>Navigation</h3>
+<ul><li><a href="genindex.html">index</a></li><li><a href="py-modindex.html">modules</a> |</li>
+<li><a href="index.html">3.11.2 Documentation</a> &#187;</li>
+<li><a href="library/index.html">The Python Standard Library</a> &#187;</li></ul></div>
+<div class="document"><div class="documentwrapper"><div class="bodywrapper">
+<div class="body" role="main">
+<section id="module-io"><h1>io — Core tools for working with streams</h1>
+<p>The io module provides Python's main facilities for dealing with various types of I/O.
+There are three main types of I/O: text I/O, binary I/O and raw I/O.</p>
+<p>To read a file line by line, iterate over the file object: each iteration returns one
+line, with its newline, until the end of the file is reached.</p>
+<p>Text I/O expects and produces str objects. This means that whenever the backing store is
+natively made of bytes, encoding and decoding of data is made transparently.</p>
+</section></div></div></div>
+<div class="sphinxsidebar" role="navigation" aria-label="main navigation">
+<h3>Previous topic</h3><p><a href="os.html">os — Miscellaneous operating system interfaces</a></p>
+<h3>Next topic</h3><p><a href="time.html">time — Time access and conversions</a></p>
+<h3>This Page</h3><ul><li><a href="bugs.html">Report a Bug</a></li>
+<li><a href="_sources/library/io.rst.txt">Show Source</a></li></ul></div></div>
+<div class="footer">&copy; <a href="copyright.html">Copyright</a> 2001-2023, Python Software
+Foundation. This page is licensed under the Python Software Foundation License Version 2.
+Last updated on Feb 15, 2023. Created using Sphinx 5.3.0.</div>
+</body></html>
+"""
+
+
+def test_html_pages_are_read_without_navigation_headers_or_footers(tmp_path):
+    (tmp_path / "io.html").write_text(_SPHINX_PAGE)
+    (document,) = ingest_module._read(tmp_path / "io.html")
+    assert "To read a file line by line, iterate over the file object" in document.text
+    assert "Text I/O expects and produces str objects." in document.text
+    for boilerplate in ("Navigation", "Documentation", "Previous topic", "Report a Bug",
+                        "Copyright", "Sphinx"):  # fmt: skip
+        assert boilerplate not in document.text
+    assert document.metadata["file_name"] == "io.html"
+
+
+def test_html_in_another_encoding_is_read_as_the_page_declares(tmp_path):
+    text = "Un café au lait, très bon, servi chaud dans une tasse épaisse et lourde."
+    page = f"<html><head><meta charset='iso-8859-1'></head><body><p>{text}</p></body></html>"
+    (tmp_path / "cafe.htm").write_bytes(page.encode("latin-1"))
+    (document,) = ingest_module._read(tmp_path / "cafe.htm")
+    assert document.text == text
