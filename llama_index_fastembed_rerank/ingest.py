@@ -161,7 +161,7 @@ def check_paths(paths: Iterable[str | Path]) -> None:
         except OSError as e:
             if e.errno not in (errno.ENOENT, errno.ENOTDIR):
                 continue  # there, but not readable: find_files reports it
-            link = f" (a symbolic link to {os.readlink(path)!r})" if path.is_symlink() else ""
+            link = f" (a symbolic link to {os.readlink(path)!r})" if os.path.islink(path) else ""
             msg = f"No such file or folder: {str(given)!r}{link}"
             raise ValueError(msg) from None
 
@@ -184,7 +184,7 @@ def find_files(paths: Iterable[str | Path]) -> FoundFiles:
     walk = _Walk()
     for given in paths:
         path = Path(os.path.abspath(Path(given).expanduser()))
-        walk.visit(Path(os.path.realpath(path)) if path.is_dir() else path, named=True)
+        walk.visit(Path(os.path.realpath(path)) if os.path.isdir(path) else path, named=True)
     walk.found.files = sorted(walk.files)
     return walk.found
 
@@ -271,8 +271,11 @@ def _kind(mode: int) -> str:
 
 
 def _unreachable(path: Path, error: OSError) -> str:
-    if path.is_symlink():
-        target = os.readlink(path)
+    if os.path.islink(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return _reason(error)
         if error.errno == errno.ELOOP:
             return f"a symbolic link loop ({target!r}): fix or remove the link"
         if error.errno in (errno.ENOENT, errno.ENOTDIR):
