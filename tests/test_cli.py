@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -130,11 +132,13 @@ def test_cli_ingest_reads_each_type_and_skips_the_unreadable_file(corpus, ingest
     done, qdrant = ingested
     assert done.returncode == 1, done.stderr  # 1: ingested, but a file was skipped
     assert done.stderr.splitlines() == [
-        f"error: skipped {corpus / 'bad.txt'}: 'utf-8' codec can't decode byte 0xff in "
-        "position 0: invalid start byte"
+        f"error: skipped {corpus / 'bad.txt'}: not UTF-8 text ('utf-8' codec can't decode byte "
+        "0xff in position 0: invalid start byte): convert it to UTF-8 (iconv -f ENCODING -t "
+        "UTF-8) or leave it out"
     ]
     stored = points(qdrant, "docs")
     assert done.stdout.startswith("docs: 26 files, 0 unchanged, ")
+    assert ", 1 skipped, 2 hidden or of other types left out; " in done.stdout
     assert f"; {len(stored)} chunks in the collection (embedded Qdrant at {qdrant})" in done.stdout
     texts = {}
     for point in stored:
@@ -258,7 +262,7 @@ def test_cli_query_hybrid_fuses_dense_and_bm25(ingested, loan_cache, corpus):
                 "--chunk-overlap",
                 "0",
             ],
-            "is longer than chunk size (3)",
+            "chunk size 3 leaves no room for text beside the file name that each chunk embeds",
         ),
         (
             ["query", "x", "--collection", "plain", "--hybrid"],
@@ -486,3 +490,148 @@ def test_cli_without_the_file_readers_skips_those_files_with_the_fix(tmp_path, l
         "llama-index-readers-file: pip install 'llama-index-fastembed-rerank[cli]'"
     ]
     assert "2 files, 0 unchanged, 1 chunks written, 0 removed, 1 skipped;" in done.stdout
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix under which permissions hold even for root, or [] where they do.
+
+    Tests run as root, who reads a file of mode 000 all the same: the command runs without
+    the capabilities that let root pass file permissions (CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH), as the owner of its files, like any other user.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): permissions cannot hold")
+    drop = "-dac_override,-dac_read_search"
+    return [setpriv, "--bounding-set", drop, "--inh-caps", drop, "--"]
+
+
+def test_cli_ingest_reports_every_entry_it_cannot_read_and_ingests_the_rest(tmp_path, loan_cache):
+    folder = tmp_path / "home"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text(MOVIES["descriptions"][0])
+    (folder / "sub" / "b.md").write_text(MOVIES["descriptions"][1])
+    (folder / "empty.txt").write_text("")
+    (folder / ".hidden.txt").write_text("left out")
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "c.rst").write_text(MOVIES["descriptions"][2])
+    (folder / "linked").symlink_to(tmp_path / "elsewhere")
+    (folder / "link.txt").symlink_to(folder / "a.txt")
+    (folder / "broken.txt").symlink_to(folder / "nowhere.txt")
+    (folder / "loop.md").symlink_to(folder / "loop.md")
+    os.mkfifo(folder / "pipe.txt")  # opened, it would wait for a writer for ever
+    try:
+        os.mknod(folder / "device.txt", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        (folder / "device.txt").symlink_to("/dev/null")
+    (folder / os.fsdecode(b"caf\xe9.txt")).write_text("a Latin-1 name")
+    (folder / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (folder / "utf16.txt").write_bytes("Paprika".encode("utf-16-le"))
+    with open(folder / "big.txt", "wb") as big:  # 64 MB of NUL bytes, written sparsely
+        big.truncate(64 << 20)
+    (folder / "secret.txt").write_text("not readable")
+    (folder / "secret.txt").chmod(0)
+    (folder / "locked").mkdir()
+    (folder / "locked" / "d.txt").write_text("inside a folder that cannot be listed")
+    (folder / "locked").chmod(0)
+    qdrant = tmp_path / "qdrant"
+    try:
+        with closing(socket.socket(socket.AF_UNIX)) as server:
+            server.bind(str(folder / "socket.md"))
+            done = subprocess.run(
+                [*_without_root_powers(), sys.executable, "-m", "llama_index_fastembed_rerank",
+                 "ingest", str(folder), "--collection", "c", "--qdrant-path", str(qdrant),
+                 "--embed-model", EMBED],
+                capture_output=True, text=True, check=False, timeout=600,
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(loan_cache)},
+            )  # fmt: skip
+    finally:
+        (folder / "locked").chmod(0o700)
+    assert done.returncode == 1, done.stderr  # something was skipped, the rest ingested
+    not_read = "not a regular file: only files are read"
+    no_permission = "Permission denied: give this user read permission, or run as a user who has it"
+    assert sorted(done.stderr.splitlines()) == sorted(
+        f"error: skipped {folder}/{name}: {reason}"
+        for name, reason in [
+            ("big.txt", "it holds NUL bytes, so it is not UTF-8 text (UTF-16? convert it: iconv "
+             "-f UTF-16 -t UTF-8), or leave it out"),
+            ("broken.txt", f"a symbolic link to '{folder}/nowhere.txt', which does not exist: fix "
+             "or remove the link"),
+            ("caf\\xe9.txt", "its name is not UTF-8: rename it (convmv converts names from another "
+             "encoding)"),
+            ("device.txt", f"a character device, {not_read}"),
+            ("latin1.txt", "not UTF-8 text ('utf-8' codec can't decode byte 0xe9 in position 3: "
+             "unexpected end of data): convert it to UTF-8 (iconv -f ENCODING -t UTF-8) or leave "
+             "it out"),
+            ("locked", f"cannot list this folder: {no_permission}"),
+            ("loop.md", f"a symbolic link loop ('{folder}/loop.md'): fix or remove the link"),
+            ("pipe.txt", f"a named pipe (FIFO), {not_read}"),
+            ("secret.txt", no_permission),
+            ("socket.md", f"a socket, {not_read}"),
+            ("utf16.txt", "it holds NUL bytes, so it is not UTF-8 text (UTF-16? convert it: iconv "
+             "-f UTF-16 -t UTF-8), or leave it out"),
+        ]
+    )  # fmt: skip
+    assert done.stdout.startswith(
+        "c: 8 files, 1 unchanged, 3 chunks written, 0 removed, 11 skipped, 2 hidden or of other "
+        "types left out; 3 chunks in the collection"
+    )  # 8 read: a, b, c (through the linked folder), empty and the 4 that failed to read
+    stored = {Path(p.payload["file_path"]).name for p in points(qdrant, "c")}
+    assert stored == {"a.txt", "b.md", "c.rst"}
+
+
+def test_cli_ingest_has_no_wall_clock_limit_on_chunking(tmp_path, loan_cache):
+    # NLTK limits each regular expression to 5 s of wall-clock time, and a long paragraph on a
+    # busy machine exceeds it. Here the limit is a microsecond: a machine busier than any.
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "long.txt").write_text(" ".join(MOVIES["descriptions"] * 6))
+    (tmp_path / "docs" / "short.txt").write_text(MOVIES["descriptions"][0])
+    code = (
+        "import sys, nltk.redos; nltk.redos.DEFAULT_TIMEOUT = 1e-6\n"
+        "from llama_index_fastembed_rerank.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "ingest", "docs", "--collection", "c",
+         "--qdrant-path", "q", "--embed-model", EMBED],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(loan_cache)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    texts = [json.loads(p.payload["_node_content"])["text"] for p in points(tmp_path / "q", "c")]
+    assert len(texts) > 5
+    assert set(" ".join(texts).split()) == set(" ".join(MOVIES["descriptions"]).split())
+
+
+def test_cli_default_chunks_fit_the_models_window(tmp_path, loan_cache, real_text_embedding):
+    folder, qdrant = tmp_path / "docs", tmp_path / "qdrant"
+    folder.mkdir()
+    # Names, numbers and words of other languages: more of the model's tokens than tiktoken's.
+    (folder / "notes.txt").write_text(
+        "\n\n".join(f"{d} See os.path.join_{i}() and str.removeprefix(); Straße, naïve café, "
+                    f"東京 {i * 7919}." for i, d in enumerate(MOVIES["descriptions"] * 2))
+    )  # fmt: skip
+    args = ["ingest", str(folder), "--qdrant-path", str(qdrant), "--embed-model", EMBED]
+    done = run(*args, "--collection", "fit", cache=loan_cache)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no chunk was longer than the window
+    tokenizer = real_text_embedding.model.tokenizer  # fastembed's own: it truncates
+    stored = points(qdrant, "fit")
+    embedded = [f"file_name: notes.txt\n\n{json.loads(p.payload['_node_content'])['text']}"
+                for p in stored]  # fmt: skip
+    lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(embedded)]
+    assert max(lengths) <= 256
+    assert sorted(lengths)[-2] > 200  # chunks are filled to the window, not merely short
+
+    # A --chunk-size beyond the window is said once, before anything is embedded.
+    done = run(*args, "--collection", "over", "--chunk-size", "400", cache=loan_cache)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        f"warning: --chunk-size 400 is more than the 254 tokens {EMBED} reads (its 256-token "
+        "window less 2 special tokens): longer chunks lose their ends when embedded; leave "
+        "--chunk-size out to fit the model"
+    )

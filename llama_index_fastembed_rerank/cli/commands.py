@@ -18,7 +18,7 @@ from .. import qdrant
 from ..cache_layout import cached_files, default_cache_dir
 from ..default_models import DEFAULT_EMBED_MODEL, DEFAULT_SPARSE_MODEL
 from ..embedding import FastEmbedEmbedding
-from ..ingest import INSTALL_HINT, find_files, ingest
+from ..ingest import INSTALL_HINT, check_paths, ingest, model_tokens
 from ..loading import find_model
 from ..model_check import KINDS
 from ..offline import export_model, import_model
@@ -31,16 +31,15 @@ from .parser import PROG, default_qdrant_path
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
+# Chunk size where the embedding model's window is unknown (a model with no tokenizer).
+DEFAULT_CHUNK_SIZE = 256
+
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Ingest files and folders into a collection; 1 if some were skipped."""
-    if args.chunk_overlap >= args.chunk_size:
-        msg = (
-            f"--chunk-overlap {args.chunk_overlap} must be smaller than --chunk-size "
-            f"{args.chunk_size}"
-        )
-        raise CommandError(msg)
-    find_files(args.paths)  # a missing path fails here, before anything is written
+    if args.chunk_size is not None:
+        _check_overlap(args.chunk_size, args.chunk_overlap, "--chunk-size")
+    check_paths(args.paths)  # a missing path fails here, before anything is written
     client, where = _client(args)
     with closing(client):
         record = qdrant.collection_record(client, args.collection)
@@ -52,6 +51,17 @@ def run_ingest(args: argparse.Namespace) -> int:
         embed_model.warm_up()  # a missing model fails here, before the collection is made
         if sparse_model is not None:
             sparse_model.warm_up()
+        tokens = model_tokens(embed_model)
+        chunk_size = args.chunk_size or (tokens.room if tokens else DEFAULT_CHUNK_SIZE)
+        if args.chunk_size is None:
+            _check_overlap(chunk_size, args.chunk_overlap, f"{embed_name}'s chunk size")
+        elif tokens is not None and args.chunk_size > tokens.room:
+            say(
+                f"warning: --chunk-size {args.chunk_size} is more than the {tokens.room} tokens "
+                f"{embed_name} reads (its {tokens.window}-token window less {tokens.special} "
+                f"special tokens): longer chunks lose their ends when embedded; leave "
+                f"--chunk-size out to fit the model"
+            )
 
         def open_store() -> Any:  # noqa: ANN401 - QdrantVectorStore, imported lazily
             if not client.collection_exists(args.collection):
@@ -64,15 +74,18 @@ def run_ingest(args: argparse.Namespace) -> int:
             args.collection,
             open_store,
             embed_model,
-            chunk_size=args.chunk_size,
+            chunk_size=chunk_size,
             chunk_overlap=args.chunk_overlap,
             prune=args.prune,
             progress=progress,
+            tokenizer=tokens,
         )
         exists = client.collection_exists(args.collection)
         total = client.count(args.collection, exact=True).count if exists else 0
     for path, reason in report.skipped:
-        say(f"error: skipped {path}: {one_line(reason)}")
+        # A name that is not UTF-8 is shown with its bytes escaped (\xe9).
+        shown = os.fsencode(path).decode(errors="backslashreplace")
+        say(f"error: skipped {shown}: {one_line(reason)}")
     parts = [
         f"{report.files} files",
         f"{report.unchanged} unchanged",
@@ -83,10 +96,18 @@ def run_ingest(args: argparse.Namespace) -> int:
         parts.append(f"{report.files_pruned} files pruned")
     if report.skipped:
         parts.append(f"{len(report.skipped)} skipped")
+    if report.ignored:
+        parts.append(f"{report.ignored} hidden or of other types left out")
     print(  # noqa: T201
         f"{args.collection}: {', '.join(parts)}; {total} chunks in the collection ({where})"
     )
     return 1 if report.skipped else 0
+
+
+def _check_overlap(chunk_size: int, overlap: int, size_name: str) -> None:
+    if overlap >= chunk_size:
+        msg = f"--chunk-overlap {overlap} must be smaller than {size_name} {chunk_size}"
+        raise CommandError(msg)
 
 
 def run_query(args: argparse.Namespace) -> int:

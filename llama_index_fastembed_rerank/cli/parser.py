@@ -78,7 +78,12 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
-    ingest.add_argument("--chunk-size", type=_at_least(1), default=256, help="tokens (default 256)")
+    ingest.add_argument(
+        "--chunk-size",
+        type=_at_least(1),
+        help="tokens of the embedding model per chunk, its file name included (default: as "
+        "many as the model reads, e.g. 254 for a 256-token window)",
+    )
     ingest.add_argument(
         "--chunk-overlap", type=_at_least(0), default=32, help="tokens (default 32)"
     )
