@@ -51,7 +51,8 @@ def tokenizer(engine: object) -> Tokenizer | None:
     has not loaded it.
     """
     found = getattr(getattr(engine, "model", None), "tokenizer", None)
-    return found if callable(getattr(found, "encode_batch", None)) else None
+    # Asked of the class: a MagicMock in fastembed's place (a user's test) answers any name.
+    return found if callable(getattr(type(found), "encode_batch", None)) else None
 
 
 def session(engine: object) -> ort.InferenceSession | None:
@@ -115,9 +116,15 @@ def model_files(engine: object) -> list[Path] | None:
     inner = getattr(engine, "model", None)
     model_dir = getattr(inner, "_model_dir", None)
     description = getattr(inner, "model_description", None)
-    if model_dir is None or description is None or not hasattr(inner, "load_onnx_model"):
+    model_file = getattr(description, "model_file", None)
+    # Types checked: a MagicMock in fastembed's place (a user's test) answers any name.
+    if (
+        not isinstance(model_dir, str | Path)
+        or not isinstance(model_file, str)
+        or not callable(getattr(type(inner), "load_onnx_model", None))
+    ):
         return None
-    names = [description.model_file, *(description.additional_files or [])]
+    names = [model_file, *(getattr(description, "additional_files", None) or [])]
     return [Path(model_dir) / name for name in names]
 
 

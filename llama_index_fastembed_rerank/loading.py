@@ -57,15 +57,21 @@ def load(
     model_name: str,
     engine_kwargs: dict[str, Any],
     prepare: Callable[[E], object] | None = None,
+    registry: type[Any] | None = None,
 ) -> E:
-    """Build the fastembed model; ``prepare`` loads its session (fastembed's lazy_load)."""
-    description = find_model(engine_class, model_name)
+    """Build the fastembed model; ``prepare`` loads its session (fastembed's lazy_load).
+
+    ``registry`` is the fastembed class that describes the model (default ``engine_class``):
+    a fake or a mock a test puts in fastembed's place need not know the model.
+    """
+    registry = registry or engine_class
+    description = find_model(registry, model_name)
     specific = engine_kwargs.get("specific_model_path")
     if specific is not None and has_graph(description):
         model_file = Path(specific) / description["model_file"]
         if not model_file.is_file():
             msg = (
-                f"Could not load {engine_class.__name__} model {model_name!r}: "
+                f"Could not load {registry.__name__} model {model_name!r}: "
                 f"specific_model_path={specific!r} has no {description['model_file']} "
                 f"(fastembed looks for the model file at {model_file}). Point "
                 f"specific_model_path at the directory that holds it and its tokenizer files."
@@ -76,6 +82,7 @@ def load(
     unreachable = None
     if (
         offline is None
+        and engine_class is registry  # a test's fake or mock downloads nothing
         and specific is None
         and hf_repo
         and not description["sources"].get("url")
@@ -96,15 +103,15 @@ def load(
         problem = _load_problem(e, description, engine_kwargs, offline, unreachable)
         if problem is None:
             raise
-        msg = f"Could not load {engine_class.__name__} model {model_name!r}: {problem}"
+        msg = f"Could not load {registry.__name__} model {model_name!r}: {problem}"
         raise ValueError(msg) from e
-    kind = KINDS.get(engine_class.__name__, "")
+    kind = KINDS.get(registry.__name__, "")
     problem = wrong_kind(kind, description, _fastembed.output_shape(engine))
     if problem:
         files = _fastembed.model_files(engine)
         graph = f"its ONNX graph {files[0]}" if files else "its ONNX graph"
         msg = (
-            f"Could not load {engine_class.__name__} model {model_name!r}: {graph} "
+            f"Could not load {registry.__name__} model {model_name!r}: {graph} "
             f"{problem}. The file is another model's: {_fix_files(description, engine_kwargs)}"
         )
         raise ValueError(msg)

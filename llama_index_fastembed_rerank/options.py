@@ -270,6 +270,7 @@ class FastEmbedEngineOptions(BaseModel):
             getattr(self, self._model_field),
             self.engine_kwargs(),
             self._prepare(),
+            registry=self._engine_class,
         )
 
     def warm_up(self) -> None:

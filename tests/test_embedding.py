@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from types import SimpleNamespace
+from unittest import mock
 
+import numpy as np
 import pytest
 
 from conftest import ROUND_TRIPS
@@ -204,3 +206,28 @@ def test_embedding_shares_one_model_per_options(fake_embedding):
 def test_embedding_rejects_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         FastEmbedEmbedding(**options)
+
+
+def test_embedding_runs_on_a_magicmock_a_test_patches_in():
+    # The haystack pattern in a user's own unit tests: fastembed's class replaced by a mock.
+    with mock.patch("llama_index_fastembed_rerank.embedding.TextEmbedding") as engine_class:
+        engine = engine_class.return_value
+        engine.passage_embed.return_value = iter([np.array([0.5, 1.5]), np.array([2.5, 3.5])])
+        engine.query_embed.return_value = iter([np.array([1.0, 0.0])])
+        embed = FastEmbedEmbedding("sentence-transformers/all-MiniLM-L6-v2", threads=1)
+        embed.warm_up()
+        assert embed.get_text_embedding_batch(["a", "b"]) == [[0.5, 1.5], [2.5, 3.5]]
+        assert embed.get_query_embedding("q") == [1.0, 0.0]
+    engine_class.assert_called_once()
+    assert engine_class.call_args.args == ("sentence-transformers/all-MiniLM-L6-v2",)
+    assert engine_class.call_args.kwargs["threads"] == 1
+    engine.passage_embed.assert_called_once_with(["a", "b"], batch_size=64, parallel=None)
+
+
+def test_embedding_each_patched_mock_is_a_model_of_its_own():
+    vectors = []
+    for value in (1.0, 2.0):
+        with mock.patch("llama_index_fastembed_rerank.embedding.TextEmbedding") as engine_class:
+            engine_class.return_value.query_embed.return_value = iter([np.array([value])])
+            vectors.append(FastEmbedEmbedding().get_query_embedding("q"))
+    assert vectors == [[1.0], [2.0]]  # the second mock was loaded, not the first one reused

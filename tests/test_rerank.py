@@ -11,6 +11,7 @@ import pickle
 import threading
 import time
 import weakref
+from unittest import mock
 
 import pytest
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
@@ -586,3 +587,15 @@ def test_rerank_max_with_a_query_that_fills_the_window(small_window):
     with pytest.warns(UserWarning, match="the query fills the 12-token window"):
         scores = FastEmbedRerank(top_n=None, long_documents="max").score(query, [LONG])
     assert scores == [20.0]  # the whole text went to fastembed, as under "truncate"
+
+
+def test_rerank_runs_on_a_magicmock_a_test_patches_in():
+    # The haystack pattern in a user's own unit tests: fastembed's class replaced by a mock.
+    with mock.patch("llama_index_fastembed_rerank.rerank.TextCrossEncoder") as encoder_class:
+        encoder_class.return_value.rerank.return_value = iter([0.5, 2.0])
+        reranker = FastEmbedRerank(top_n=None)
+        reranker.warm_up()
+        out = reranker.postprocess_nodes(make_nodes(["a", "b"]), query_str=QUERY)
+    assert texts_of(out) == ["b", "a"]
+    assert scores_of(out) == [2.0, 0.5]
+    encoder_class.return_value.rerank.assert_called_once_with(QUERY, ["a", "b"], batch_size=64)
