@@ -15,6 +15,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .cache_layout import cache_dir
@@ -121,7 +122,12 @@ def _key(
     prepare: Callable[..., object] | None,
 ) -> Key:
     # The default cache is resolved here: FASTEMBED_CACHE_PATH may change in between.
-    where = {"cache_dir": str(cache_dir(engine_kwargs)[0])}
+    folders = {"cache_dir": cache_dir(engine_kwargs)[0]}
+    if engine_kwargs.get("specific_model_path"):
+        folders["specific_model_path"] = Path(engine_kwargs["specific_model_path"])
+    # A trailing slash, a relative path or a link is still the same folder: resolved as the
+    # load would find it now.
+    where = {name: str(folder.resolve()) for name, folder in folders.items()}
     return (
         f"{_class_name(engine_class)}:{model_name}",
         json.dumps({**engine_kwargs, **where}, sort_keys=True, default=repr)

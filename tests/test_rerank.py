@@ -599,3 +599,17 @@ def test_rerank_runs_on_a_magicmock_a_test_patches_in():
     assert texts_of(out) == ["b", "a"]
     assert scores_of(out) == [2.0, 0.5]
     encoder_class.return_value.rerank.assert_called_once_with(QUERY, ["a", "b"], batch_size=64)
+
+
+def test_rerank_one_folder_however_spelt_is_one_model(fake_encoder, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    model = tmp_path / "model"
+    (model / "onnx").mkdir(parents=True)
+    (model / "onnx" / "model.onnx").touch()  # the fake reads nothing; load() looks for it
+    (tmp_path / "link").symlink_to(cache, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for spelt in (str(cache), f"{cache}/", "cache", "./cache/", f"{model}/../cache", "link"):
+        FastEmbedRerank(cache_dir=spelt).warm_up()
+    for spelt in (str(model), f"{model}/", "model", "./model/"):
+        FastEmbedRerank(specific_model_path=spelt).warm_up()
+    assert len(fake_encoder.loads) == 2
