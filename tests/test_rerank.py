@@ -613,3 +613,17 @@ def test_rerank_one_folder_however_spelt_is_one_model(fake_encoder, tmp_path, mo
     for spelt in (str(model), f"{model}/", "model", "./model/"):
         FastEmbedRerank(specific_model_path=spelt).warm_up()
     assert len(fake_encoder.loads) == 2
+
+
+def test_rerank_keep_retrieval_score_shares_nothing_the_caller_can_see_change(fake_encoder):
+    node = TextNode(text="a", metadata={"tags": ["x"], "source": {"page": 1}})
+    node.excluded_llm_metadata_keys = ["retrieval_score"]
+    out = FastEmbedRerank(keep_retrieval_score=True).postprocess_nodes(
+        [NodeWithScore(node=node, score=0.5)], query_str=QUERY
+    )
+    copied = out[0].node
+    copied.metadata["tags"].append("y")
+    copied.metadata["source"]["page"] = 2
+    copied.excluded_llm_metadata_keys.append("tags")
+    assert node.metadata == {"tags": ["x"], "source": {"page": 1}}
+    assert node.excluded_llm_metadata_keys == ["retrieval_score"]
