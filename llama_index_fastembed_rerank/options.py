@@ -13,8 +13,8 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fastembed.common.types import Device
 from pydantic import (
@@ -30,6 +30,9 @@ from pydantic import (
 from . import _fastembed
 from .loading import find_model
 from .model_cache import EngineSlot, release_models, shared_engine
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's own from Python 3.11
 
 # The pydantic config of the three public classes.
 MODEL_CONFIG = ConfigDict(
@@ -231,6 +234,20 @@ class FastEmbedEngineOptions(BaseModel):
                 )
                 raise ValueError(msg)
         return data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Return a copy, with ``update`` checked as the constructor checks options.
+
+        pydantic's own ``model_copy`` sets ``update`` unchecked (``top_n=-1`` would silently
+        drop nodes); here a value the constructor refuses raises a ``ValidationError``. The
+        copy has an engine slot of its own: it shares the process's model on first use.
+        """
+        copied = super().model_copy(deep=deep)
+        if not update:
+            copied._engine = EngineSlot()
+            return copied
+        values = {name: getattr(copied, name) for name in type(self).model_fields}
+        return type(self).model_validate({**values, **update})
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments the fastembed class is built with."""

@@ -627,3 +627,32 @@ def test_rerank_keep_retrieval_score_shares_nothing_the_caller_can_see_change(fa
     copied.excluded_llm_metadata_keys.append("tags")
     assert node.metadata == {"tags": ["x"], "source": {"page": 1}}
     assert node.excluded_llm_metadata_keys == ["retrieval_score"]
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"top_n": -1}, "top_n must be >= 1"),
+        ({"top_n": 0}, "top_n must be >= 1"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"score_threshold": math.nan}, "score_threshold"),
+        ({"tpo_n": 3}, "tpo_n"),
+    ],
+    ids=["negative", "zero", "batch_size", "nan", "misspelt"],
+)
+def test_rerank_model_copy_checks_its_update(update, message):
+    reranker = FastEmbedRerank(top_n=3)
+    with pytest.raises(ValueError, match=message):
+        reranker.model_copy(update=update)
+    assert reranker.top_n == 3
+
+
+def test_rerank_model_copy_has_its_own_engine_slot(fake_encoder):
+    reranker = FastEmbedRerank(top_n=None)
+    reranker.warm_up()
+    for copied in (reranker.model_copy(), reranker.model_copy(update={"top_n": 1}, deep=True)):
+        assert copied._engine is not reranker._engine
+        assert copied._engine.loaded is None
+        out = copied.postprocess_nodes(make_nodes(["a b", "a"]), query_str=QUERY)
+        assert texts_of(out) == (["a b", "a"] if copied.top_n is None else ["a b"])
+    assert len(fake_encoder.instances) == 1  # the copies share the process's model
