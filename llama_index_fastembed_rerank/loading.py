@@ -9,23 +9,27 @@ failure that can be told becomes a ``ValueError`` naming the model, the file and
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _fastembed
+from . import _fastembed, staging
 from .cache_layout import (
     cache_dir,
     has_graph,
     in_hub_cache,
     model_folder,
     repository_folder,
+    snapshots_folder,
 )
 from .model_check import KINDS, file_damage, wrong_kind
 
 E = TypeVar("E")
+
+logger = logging.getLogger(__name__)
 
 # Long enough for a slow link, short beside fastembed's ~40 s of retries.
 _HUB_PROBE_SECONDS = 5.0
@@ -66,6 +70,7 @@ def load(
     """
     registry = registry or engine_class
     description = find_model(registry, model_name)
+    _clear_leftovers(description, engine_kwargs)
     specific = engine_kwargs.get("specific_model_path")
     if specific is not None and has_graph(description):
         model_file = Path(specific) / description["model_file"]
@@ -116,6 +121,30 @@ def load(
         )
         raise ValueError(msg)
     return engine
+
+
+def _clear_leftovers(description: dict[str, Any], engine_kwargs: dict[str, Any]) -> None:
+    """Remove what killed writers left beside the model: a staged snapshot or graph copy.
+
+    An import stages the snapshot among the model's snapshots, and a graph rewrite stages its
+    copy beside the ONNX file; a process killed while writing leaves them behind.
+    """
+    specific = engine_kwargs.get("specific_model_path")
+    hf_repo = description["sources"].get("hf")
+    places = []
+    if specific:
+        places.append(Path(specific) / Path(description["model_file"]).parent)
+    elif hf_repo:
+        snapshots = snapshots_folder(cache_dir(engine_kwargs)[0], hf_repo)
+        places.append(snapshots)
+        folder = model_folder(description, engine_kwargs)
+        if folder is not None:
+            places.append(folder / Path(description["model_file"]).parent)
+    for place in places:
+        try:
+            staging.clear_leftovers(place)
+        except OSError as e:  # a read-only cache: its leftovers are harmless, and not ours
+            logger.info("Could not remove what a killed write left in %s: %s", place, e)
 
 
 def _fix_files(description: dict[str, Any], engine_kwargs: dict[str, Any]) -> str:

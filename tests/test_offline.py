@@ -249,3 +249,37 @@ def test_import_into_a_cache_that_is_a_file_names_it(encoder_dir, tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ValueError, match="is a file, not a folder: pass a folder as cache_dir"):
         import_model(encoder_dir, EMBED, cache_dir=tmp_path / "a-file")
+
+
+def _dead_pid() -> str:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_load_clears_what_killed_writers_left_beside_the_model(encoder_dir, tmp_path):
+    cache = tmp_path / "cache"
+    snapshot = import_model(encoder_dir, EMBED, cache_dir=cache)
+    host, dead = socket.gethostname(), _dead_pid()
+    # A killed import of other files: its staged snapshot, among the snapshots.
+    killed_import = snapshot.parent / f".{'1' * 40}.partial-{dead}-{host}-abc123"
+    (killed_import / "onnx").mkdir(parents=True)
+    # A killed graph rewrite: its staged copy, beside the ONNX file.
+    killed_rewrite = snapshot / f".model.cls-pruned-v1.onnx.partial-{dead}-{host}-def456"
+    killed_rewrite.write_bytes(b"partial")
+    running = snapshot.parent / f".{'2' * 40}.partial-{os.getpid()}-{host}-ghi789"  # kept
+    running.mkdir()
+    model = FastEmbedEmbedding(EMBED, cache_dir=str(cache), local_files_only=True)
+    assert len(model.get_query_embedding("heresy")) == 384
+    assert not killed_import.exists()
+    assert not killed_rewrite.exists()
+    assert running.exists()
+
+
+def test_load_from_a_folder_clears_a_killed_rewrite_beside_its_graph(offline_cache, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(offline_cache.parent / "all-MiniLM-L6-v2", folder)
+    killed = folder / f".model.x.onnx.partial-{_dead_pid()}-{socket.gethostname()}-abc123"
+    killed.write_bytes(b"partial")
+    FastEmbedEmbedding(EMBED, specific_model_path=str(folder)).warm_up()
+    assert not killed.exists()
