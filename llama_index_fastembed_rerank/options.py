@@ -13,7 +13,7 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fastembed.common.types import Device
@@ -107,6 +107,16 @@ def _takes_numbers(annotation: Any) -> str:  # noqa: ANN401 - any type annotatio
         if typing.get_origin(option) is list and set(typing.get_args(option)) & {int, float}:
             return "list"
     return ""
+
+
+def _masked_providers(providers: Any) -> Any:  # noqa: ANN401 - the providers option
+    """Return ``providers`` with the values of each provider's options replaced by "***"."""
+    if not isinstance(providers, list):
+        return providers
+    return [
+        (p[0], {key: "***" for key in p[1]}) if isinstance(p, tuple) and len(p) == 2 else p
+        for p in providers
+    ]
 
 
 class FastEmbedEngineOptions(BaseModel):
@@ -234,6 +244,15 @@ class FastEmbedEngineOptions(BaseModel):
                 )
                 raise ValueError(msg)
         return data
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """What ``repr`` and ``str`` show: the options, with provider options' values masked.
+
+        A provider's options can hold credentials (``("...ExecutionProvider", {...})``);
+        serialization keeps them, printing and logging do not show them.
+        """
+        for name, value in super().__repr_args__():
+            yield name, _masked_providers(value) if name == "providers" else value
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """Return a copy, with ``update`` checked as the constructor checks options.
