@@ -205,6 +205,13 @@ def _load_problem(
             "specific_model_path= to a directory with its ONNX and tokenizer files; or import "
             f"a local copy with `llama-index-fastembed-rerank models import DIR {model_name}`."
         )
+    missing = _fastembed.missing_file(error)
+    if missing is not None:
+        name, folder_looked_in = missing
+        return (
+            f"its folder {folder_looked_in} has no {name}, which fastembed reads beside the "
+            f"model file: {_fix_files(description, engine_kwargs)}"
+        )
     if isinstance(error, OSError) and error.filename:
         place = Path(error.filename)
         if place == cache or cache in place.parents or place in cache.parents:
