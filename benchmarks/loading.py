@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 
 import offline_models
 

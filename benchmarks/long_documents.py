@@ -19,7 +19,7 @@ import argparse
 import statistics
 import time
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 import numpy as np
 
 import offline_models

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from typing import Any
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 
 SCENARIOS = {
     "ours x1": ("ours", 1),

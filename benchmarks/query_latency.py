@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 import numpy as np
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode

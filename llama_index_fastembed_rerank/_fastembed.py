@@ -13,7 +13,8 @@ texts. This package also reads what sits behind it, as laid out in fastembed 0.9
   constructor takes, since fastembed ignores the ones it does not know;
 - which output of the session fastembed reads (``ONNX_OUTPUT_NAMES``), to run batches and
   to tell a graph of the wrong kind of model on load, and how it reads ``tokenizer.json``,
-  to name a damaged one.
+  to name a damaged one;
+- the wording of its errors for a model it cannot find and a file missing beside a model.
 
 Each accessor returns None where fastembed is not laid out so; callers then fall back to the
 public API: ``TextCrossEncoder.rerank`` scores, on the published graph that fastembed loads
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 # The start of fastembed's ValueError when a model is neither in the cache nor downloadable.
 _MISSING_MODEL_ERROR = "Could not load model"
+# fastembed's ValueError when a file it reads beside the model is not in the model's folder.
+_MISSING_FILE_ERROR = re.compile(r"Could not find (\S+) in (.+)")
 # Where each facade lists the model classes it dispatches model names to.
 _REGISTRIES = ("CROSS_ENCODER_REGISTRY", "EMBEDDINGS_REGISTRY")
 # Options fastembed's base classes take out of **kwargs themselves.
@@ -51,7 +55,8 @@ def tokenizer(engine: object) -> Tokenizer | None:
     has not loaded it.
     """
     found = getattr(getattr(engine, "model", None), "tokenizer", None)
-    return found if callable(getattr(found, "encode_batch", None)) else None
+    # Asked of the class: a MagicMock in fastembed's place (a user's test) answers any name.
+    return found if callable(getattr(type(found), "encode_batch", None)) else None
 
 
 def session(engine: object) -> ort.InferenceSession | None:
@@ -115,9 +120,15 @@ def model_files(engine: object) -> list[Path] | None:
     inner = getattr(engine, "model", None)
     model_dir = getattr(inner, "_model_dir", None)
     description = getattr(inner, "model_description", None)
-    if model_dir is None or description is None or not hasattr(inner, "load_onnx_model"):
+    model_file = getattr(description, "model_file", None)
+    # Types checked: a MagicMock in fastembed's place (a user's test) answers any name.
+    if (
+        not isinstance(model_dir, str | Path)
+        or not isinstance(model_file, str)
+        or not callable(getattr(type(inner), "load_onnx_model", None))
+    ):
         return None
-    names = [description.model_file, *(description.additional_files or [])]
+    names = [model_file, *(getattr(description, "additional_files", None) or [])]
     return [Path(model_dir) / name for name in names]
 
 
@@ -151,6 +162,12 @@ def drop_session(engine: object) -> None:
 def is_missing_model_error(error: BaseException) -> bool:
     """Whether ``error`` is fastembed's: the model is neither in the cache nor downloadable."""
     return isinstance(error, ValueError) and str(error).startswith(_MISSING_MODEL_ERROR)
+
+
+def missing_file(error: BaseException) -> tuple[str, Path] | None:
+    """Return the file fastembed did not find and the folder it looked in, if ``error`` says so."""
+    found = _MISSING_FILE_ERROR.fullmatch(str(error)) if isinstance(error, ValueError) else None
+    return (found.group(1), Path(found.group(2))) if found else None
 
 
 def engine_options(engine_class: type, model_name: str) -> tuple[type, frozenset[str]] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -107,8 +108,12 @@ class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Any]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
+    def _document_method(self, engine: Any) -> Callable[..., Any]:  # noqa: ANN401 - fastembed's
+        """Return the fastembed method that embeds documents: ``passage_embed``."""
+        return engine.passage_embed  # type: ignore[no-any-return]
+
     def _embed_passages(self, engine: Any, texts: list[str]) -> list[Any]:  # noqa: ANN401
-        """Return fastembed's ``passage_embed`` vector of each text, in input order.
+        """Return each text's document vector (``_document_method``), in input order.
 
         The texts run in order of token length, in batches within ``batch_size`` and
         ``max_batch_tokens``: fastembed pads a batch to its longest text, and a text's vector
@@ -126,8 +131,10 @@ class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
             lengths = token_lengths(encodings)
             max_texts, max_tokens = self.batch_size, self.max_batch_tokens
 
+        embed = self._document_method(engine)
+
         def run(rows: list[int]) -> Any:  # noqa: ANN401 - fastembed's vectors
-            return engine.passage_embed(
+            return embed(
                 [texts[i] for i in rows], batch_size=self.batch_size, parallel=self.parallel
             )
 

@@ -96,14 +96,12 @@ def use_kept_graph(engine: Any, rewrite: GraphRewrite) -> bool:  # noqa: ANN401 
         _fastembed.load_session(engine)
         return False
     published = files[0]
-    try:
-        if _load_kept(engine, published, rewrite):
-            return True
-    except Exception as e:
-        return _keep_published(engine, rewrite, e)
     # Outside the fallback: a published graph that does not load is the load's error (which
     # names the file and the fix), not a rewrite failure to warn about and load again.
-    _fastembed.load_session(engine)
+    if _load_kept(engine, published, rewrite):
+        return True
+    if _fastembed.session(engine) is None:
+        _fastembed.load_session(engine)
     try:
         return _rewrite(engine, published, rewrite)
     except Exception as e:
@@ -124,12 +122,27 @@ def _keep_published(engine: Any, rewrite: GraphRewrite, error: Exception) -> boo
 
 
 def _load_kept(engine: Any, published: Path, rewrite: GraphRewrite) -> bool:  # noqa: ANN401
-    """Load the copy kept beside ``published`` if it is current and passes the probe."""
+    """Load the copy kept beside ``published`` if it is current and passes the probe.
+
+    Where the copy's session cannot be made, the published graph's is made in its place:
+    if that fails too, the session options are at fault (a provider that is not installed),
+    and its error is the load's; if not, the copy is, and it is rewritten. On False the
+    published graph's session is loaded, or none.
+
+    Raises:
+        Exception: The published graph cannot be loaded either: fastembed's error.
+    """
     kept = kept_path(published, rewrite)
     if not kept.is_file():
         return False
     try:
         _fastembed.load_session(engine, kept)
+    except Exception as e:
+        _fastembed.drop_session(engine)
+        _fastembed.load_session(engine)  # raises where the options are at fault
+        _warn_unusable(engine, rewrite, kept, f"{type(e).__name__}: {e}")
+        return False
+    try:
         session = _fastembed.session(engine)
         if session is None:
             msg = "fastembed loaded no ONNX Runtime session for it"
@@ -146,17 +159,21 @@ def _load_kept(engine: Any, published: Path, rewrite: GraphRewrite) -> bool:  # 
     except Exception as e:  # a broken file is rewritten, like a stale one
         problem = f"{type(e).__name__}: {e}"
     if problem:
-        logger.warning(
-            "%s: the %s graph at %s is not usable (%s); rewriting it",
-            engine.model_name,
-            rewrite.label,
-            kept,
-            problem,
-        )
+        _warn_unusable(engine, rewrite, kept, problem)
         _fastembed.drop_session(engine)
         return False
     logger.info("%s: loaded the %s ONNX graph from %s", engine.model_name, rewrite.label, kept)
     return True
+
+
+def _warn_unusable(engine: Any, rewrite: GraphRewrite, kept: Path, problem: str) -> None:  # noqa: ANN401
+    logger.warning(
+        "%s: the %s graph at %s is not usable (%s); rewriting it",
+        engine.model_name,
+        rewrite.label,
+        kept,
+        problem,
+    )
 
 
 def _stale(key: Any, published: Path, rewrite: GraphRewrite) -> str:  # noqa: ANN401 - JSON

@@ -9,11 +9,13 @@ holds it any more.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .cache_layout import cache_dir
@@ -35,6 +37,10 @@ _LOAD_LOCKS_LOCK = threading.Lock()
 # asked for them (release_models() lets a class release its own).
 _RECENT: OrderedDict[Key, tuple[type[Any], Any]] = OrderedDict()
 _RECENT_LOCK = threading.Lock()
+# A number for each engine "class" that is not a class (a MagicMock a test patches in), for as
+# long as it lives: a later mock at the same address is another engine.
+_OBJECT_NUMBERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_NUMBERS = itertools.count()
 
 
 class EngineSlot:
@@ -62,13 +68,15 @@ def shared_engine(
     model_name: str,
     engine_kwargs: dict[str, Any],
     prepare: Callable[[E], object] | None = None,
+    registry: type[Any] | None = None,
 ) -> E:
     """Return the loaded fastembed model for this configuration, loading it on first use.
 
     ``slot`` holds it for the asking instance, and ``owner`` (its class) is the one whose
     ``release_models()`` lets it go. ``prepare`` runs once on a newly built model, which
     fastembed builds with ``lazy_load=True`` so that ``prepare`` loads its session itself;
-    models prepared differently are not shared.
+    models prepared differently are not shared. ``registry`` is the fastembed class that
+    describes the model, where ``engine_class`` (a test's fake or mock) may not.
     """
     key = _key(engine_class, model_name, engine_kwargs, prepare)
     loaded = slot.loaded
@@ -83,7 +91,7 @@ def shared_engine(
         with lock:
             engine = _LOADED.get(key)
             if engine is None:
-                engine = load(engine_class, model_name, engine_kwargs, prepare)
+                engine = load(engine_class, model_name, engine_kwargs, prepare, registry)
                 _LOADED[key] = engine
     with _RECENT_LOCK:
         _RECENT[key] = (owner, engine)
@@ -114,9 +122,29 @@ def _key(
     prepare: Callable[..., object] | None,
 ) -> Key:
     # The default cache is resolved here: FASTEMBED_CACHE_PATH may change in between.
-    where = {"cache_dir": str(cache_dir(engine_kwargs)[0])}
+    folders = {"cache_dir": cache_dir(engine_kwargs)[0]}
+    if engine_kwargs.get("specific_model_path"):
+        folders["specific_model_path"] = Path(engine_kwargs["specific_model_path"])
+    # A trailing slash, a relative path or a link is still the same folder: resolved as the
+    # load would find it now.
+    where = {name: str(folder.resolve()) for name, folder in folders.items()}
     return (
-        f"{engine_class.__module__}.{engine_class.__qualname__}:{model_name}",
+        f"{_class_name(engine_class)}:{model_name}",
         json.dumps({**engine_kwargs, **where}, sort_keys=True, default=repr)
         + (f"|{prepare.__module__}.{prepare.__qualname__}" if prepare else ""),
     )
+
+
+def _class_name(engine_class: Any) -> str:  # noqa: ANN401 - a class, or what a test patched in
+    """Name the engine class in a model's key; any callable will do (a test's MagicMock)."""
+    name = getattr(engine_class, "__qualname__", None) if isinstance(engine_class, type) else None
+    if isinstance(name, str):
+        return f"{engine_class.__module__}.{name}"
+    kind = type(engine_class)
+    try:
+        number = _OBJECT_NUMBERS.get(engine_class)
+        if number is None:
+            number = _OBJECT_NUMBERS.setdefault(engine_class, next(_NUMBERS))
+    except TypeError:  # neither hashable nor weakly referable: known by its address
+        number = id(engine_class)
+    return f"{kind.__module__}.{kind.__qualname__}#{number}"

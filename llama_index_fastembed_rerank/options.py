@@ -13,8 +13,8 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fastembed.common.types import Device
 from pydantic import (
@@ -30,6 +30,9 @@ from pydantic import (
 from . import _fastembed
 from .loading import find_model
 from .model_cache import EngineSlot, release_models, shared_engine
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's own from Python 3.11
 
 # The pydantic config of the three public classes.
 MODEL_CONFIG = ConfigDict(
@@ -104,6 +107,16 @@ def _takes_numbers(annotation: Any) -> str:  # noqa: ANN401 - any type annotatio
         if typing.get_origin(option) is list and set(typing.get_args(option)) & {int, float}:
             return "list"
     return ""
+
+
+def _masked_providers(providers: Any) -> Any:  # noqa: ANN401 - the providers option
+    """Return ``providers`` with the values of each provider's options replaced by "***"."""
+    if not isinstance(providers, list):
+        return providers
+    return [
+        (p[0], {key: "***" for key in p[1]}) if isinstance(p, tuple) and len(p) == 2 else p
+        for p in providers
+    ]
 
 
 class FastEmbedEngineOptions(BaseModel):
@@ -232,6 +245,29 @@ class FastEmbedEngineOptions(BaseModel):
                 raise ValueError(msg)
         return data
 
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """What ``repr`` and ``str`` show: the options, with provider options' values masked.
+
+        A provider's options can hold credentials (``("...ExecutionProvider", {...})``);
+        serialization keeps them, printing and logging do not show them.
+        """
+        for name, value in super().__repr_args__():
+            yield name, _masked_providers(value) if name == "providers" else value
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Return a copy, with ``update`` checked as the constructor checks options.
+
+        pydantic's own ``model_copy`` sets ``update`` unchecked (``top_n=-1`` would silently
+        drop nodes); here a value the constructor refuses raises a ``ValidationError``. The
+        copy has an engine slot of its own: it shares the process's model on first use.
+        """
+        copied = super().model_copy(deep=deep)
+        if not update:
+            copied._engine = EngineSlot()
+            return copied
+        values = {name: getattr(copied, name) for name in type(self).model_fields}
+        return type(self).model_validate({**values, **update})
+
     def engine_kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments the fastembed class is built with."""
         return {
@@ -270,6 +306,7 @@ class FastEmbedEngineOptions(BaseModel):
             getattr(self, self._model_field),
             self.engine_kwargs(),
             self._prepare(),
+            registry=self._engine_class,
         )
 
     def warm_up(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -215,10 +216,11 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
     def _rescored(self, old: NodeWithScore, score: float | None) -> NodeWithScore:
         node = old.node
         if self.keep_retrieval_score:
-            # A copy, so the caller's node (often shared with a docstore) stays as it was.
+            # A copy, so the caller's node (often shared with a docstore) stays as it was; its
+            # metadata deeply, since nested values edited later would be the caller's too.
             node = node.model_copy(
                 update={
-                    "metadata": {**node.metadata, RETRIEVAL_SCORE_KEY: old.score},
+                    "metadata": {**copy.deepcopy(node.metadata), RETRIEVAL_SCORE_KEY: old.score},
                     "excluded_llm_metadata_keys": _with_key(node.excluded_llm_metadata_keys),
                     "excluded_embed_metadata_keys": _with_key(node.excluded_embed_metadata_keys),
                 }
@@ -265,7 +267,8 @@ def _query_text(query: object, call: str = "postprocess_nodes(nodes, query_str=.
 
 
 def _with_key(keys: list[str]) -> list[str]:
-    return keys if RETRIEVAL_SCORE_KEY in keys else [*keys, RETRIEVAL_SCORE_KEY]
+    """Return a new list of ``keys`` that holds the retrieval score's key."""
+    return [*keys] if RETRIEVAL_SCORE_KEY in keys else [*keys, RETRIEVAL_SCORE_KEY]
 
 
 def _sigmoid(x: float) -> float:

@@ -146,7 +146,8 @@ def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> type[FakeCrossEncoder]:
 class FakeTextEmbedding:
     """The parts of fastembed's TextEmbedding the embedding class uses; records every call.
 
-    A text's vector is [number of characters, 1.0 for a query or 2.0 for a passage, 0.5].
+    A text's vector is [number of characters, 1.0 for a query, 2.0 for a passage or 3.0 for
+    ``embed``, 0.5].
     """
 
     instances: ClassVar[list[FakeTextEmbedding]] = []
@@ -169,6 +170,12 @@ class FakeTextEmbedding:
         self.calls.append(("passage_embed", texts, kwargs))
         for t in texts:
             yield np.array([len(t), 2.0, 0.5], dtype=np.float32)
+
+    def embed(self, documents: Iterable[str], **kwargs: Any) -> Iterator[np.ndarray]:
+        documents = list(documents)
+        self.calls.append(("embed", documents, kwargs))
+        for t in documents:
+            yield np.array([len(t), 3.0, 0.5], dtype=np.float32)
 
 
 @pytest.fixture

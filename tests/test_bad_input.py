@@ -131,6 +131,18 @@ def test_unknown_model_kwargs_are_refused_after_the_model_changes():
 
 
 @CLASSES
+def test_provider_options_are_masked_in_repr_and_str_only(cls):
+    providers = [("CUDAExecutionProvider", {"user_compute_stream": "s3cret"}), "CPU"]
+    instance = cls(providers=providers)
+    for shown in (repr(instance), str(instance)):
+        assert "s3cret" not in shown
+        assert "('CUDAExecutionProvider', {'user_compute_stream': '***'}), 'CPU'" in shown
+    assert instance.providers == providers  # the option itself, and its serialization, keep it
+    assert "s3cret" in instance.model_dump_json()
+    assert cls.model_validate_json(instance.model_dump_json()).providers == providers
+
+
+@CLASSES
 def test_model_validate_takes_model_dump_back(cls):
     instance = cls(threads=2)
     assert cls.model_validate(instance.model_dump()).model_dump() == instance.model_dump()

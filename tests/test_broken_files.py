@@ -109,6 +109,37 @@ def test_damaged_file_in_a_model_folder_is_named_with_the_fix(
     assert "could not prune" not in caplog.text  # the damage, not a pruning fallback
 
 
+@pytest.mark.parametrize("missing", ["tokenizer.json", "tokenizer_config.json"])
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_file_missing_from_a_model_folder_is_named_with_the_fix(folders, tmp_path, kind, missing):
+    make, engine_name, _ = MODELS[kind]
+    folder = linked_copy(folders[kind], tmp_path / "model")
+    (folder / missing).unlink()
+    with pytest.raises(ValueError, match=f"^Could not load {engine_name} model") as error:
+        make(specific_model_path=str(folder)).warm_up()
+    message = str(error.value)
+    assert f"its folder {folder} has no {missing}" in message
+    assert f") in specific_model_path={str(folder)!r}." in message
+    assert error.value.__cause__ is not None
+
+
+def test_file_missing_from_a_cached_model_says_to_delete_or_import_again(offline_cache, tmp_path):
+    cache = tmp_path / "cache"
+    repo = "models--Qdrant--all-MiniLM-L6-v2-onnx"
+    linked_copy(offline_cache / repo, cache / repo)
+    (snapshot,) = (cache / repo / "snapshots").iterdir()
+    (snapshot / "tokenizer.json").unlink()
+    model = FastEmbedEmbedding(
+        offline_models.EMBED_MODEL, cache_dir=str(cache), local_files_only=True
+    )
+    with pytest.raises(ValueError, match=r"^Could not load TextEmbedding model") as error:
+        model.warm_up()
+    message = str(error.value)
+    assert f"its folder {snapshot} has no tokenizer.json" in message
+    assert f"delete {cache / repo}" in message
+    assert f"models import DIR {offline_models.EMBED_MODEL}" in message
+
+
 def test_model_file_newer_than_onnxruntime_says_to_upgrade_it(folders, tmp_path):
     folder = linked_copy(folders["embedding"], tmp_path / "model")
     graph = onnx.load(str(folder / "model.onnx"))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 from types import SimpleNamespace
+from unittest import mock
 
+import numpy as np
 import pytest
 
 from conftest import ROUND_TRIPS
@@ -167,13 +170,16 @@ NON_DEFAULTS = {
     "local_files_only": True,
     "specific_model_path": "/models/bge",
     "model_kwargs": {"enable_cpu_mem_arena": False},
+    "doc_embed_type": "default",
 }
 
 
 @ROUND_TRIPS
 def test_embedding_round_trip_keeps_every_option(fake_embedding, round_trip):
     inherited = {"callback_manager", "num_workers", "embeddings_cache", "rate_limiter"}
-    assert set(FastEmbedEmbedding.model_fields) - set(NON_DEFAULTS) == inherited
+    # lazy_load=False loads the model when the instance is made: its round trip is below.
+    loads = {"lazy_load"}
+    assert set(FastEmbedEmbedding.model_fields) - set(NON_DEFAULTS) == inherited | loads
     embed = FastEmbedEmbedding(**NON_DEFAULTS)
     again = round_trip(embed)
     for name, value in NON_DEFAULTS.items():
@@ -197,10 +203,84 @@ def test_embedding_shares_one_model_per_options(fake_embedding):
         ({"parallel": -1}, "parallel"),
         ({"embed_batch_size": 0}, "embed_batch_size"),
         ({"model_kwargs": {"cache_dir": "/x"}}, r"pass cache_dir=\.\.\. directly"),
-        ({"doc_embed_type": "passage"}, "doc_embed_type"),
+        ({"doc_embed_typ": "passage"}, "doc_embed_typ"),
+        ({"doc_embed_type": "query"}, "doc_embed_type"),
+        ({"lazy_load": "later"}, "lazy_load"),
     ],
-    ids=["unknown-model", "batch_size", "parallel", "embed_batch_size", "duplicate", "unknown"],
+    ids=[
+        "unknown-model",
+        "batch_size",
+        "parallel",
+        "embed_batch_size",
+        "duplicate",
+        "unknown",
+        "doc_embed_type",
+        "lazy_load",
+    ],
 )
 def test_embedding_rejects_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         FastEmbedEmbedding(**options)
+
+
+def test_embedding_runs_on_a_magicmock_a_test_patches_in():
+    # The haystack pattern in a user's own unit tests: fastembed's class replaced by a mock.
+    with mock.patch("llama_index_fastembed_rerank.embedding.TextEmbedding") as engine_class:
+        engine = engine_class.return_value
+        engine.passage_embed.return_value = iter([np.array([0.5, 1.5]), np.array([2.5, 3.5])])
+        engine.query_embed.return_value = iter([np.array([1.0, 0.0])])
+        embed = FastEmbedEmbedding("sentence-transformers/all-MiniLM-L6-v2", threads=1)
+        embed.warm_up()
+        assert embed.get_text_embedding_batch(["a", "b"]) == [[0.5, 1.5], [2.5, 3.5]]
+        assert embed.get_query_embedding("q") == [1.0, 0.0]
+    engine_class.assert_called_once()
+    assert engine_class.call_args.args == ("sentence-transformers/all-MiniLM-L6-v2",)
+    assert engine_class.call_args.kwargs["threads"] == 1
+    engine.passage_embed.assert_called_once_with(["a", "b"], batch_size=64, parallel=None)
+
+
+def test_embedding_each_patched_mock_is_a_model_of_its_own():
+    vectors = []
+    for value in (1.0, 2.0):
+        with mock.patch("llama_index_fastembed_rerank.embedding.TextEmbedding") as engine_class:
+            engine_class.return_value.query_embed.return_value = iter([np.array([value])])
+            vectors.append(FastEmbedEmbedding().get_query_embedding("q"))
+    assert vectors == [[1.0], [2.0]]  # the second mock was loaded, not the first one reused
+
+
+def test_embedding_doc_embed_type_chooses_fastembeds_document_method(fake_embedding):
+    passage = FastEmbedEmbedding()
+    default = FastEmbedEmbedding(doc_embed_type="default")
+    assert passage.doc_embed_type == "passage"  # this class's behaviour from the start
+    assert passage.get_text_embedding_batch(["ab"]) == [[2.0, 2.0, 0.5]]
+    assert default.get_text_embedding_batch(["ab"]) == [[2.0, 3.0, 0.5]]
+    assert default.get_query_embedding("ab") == [2.0, 1.0, 0.5]  # queries: query_embed
+    (engine,) = fake_embedding.instances  # one model: the option does not change the engine
+    assert [name for name, _, _ in engine.calls] == ["passage_embed", "embed", "query_embed"]
+
+
+def test_embedding_lazy_load_false_loads_when_made(fake_embedding):
+    FastEmbedEmbedding()
+    assert fake_embedding.instances == []  # the default: on first use
+    FastEmbedEmbedding(lazy_load=False, threads=1)
+    assert [e.kwargs["threads"] for e in fake_embedding.instances] == [1]
+
+
+def test_embedding_lazy_load_false_on_a_model_that_cannot_load_fails_when_made(tmp_path):
+    with pytest.raises(ValueError, match=r"has no model_optimized\.onnx"):
+        FastEmbedEmbedding(lazy_load=False, specific_model_path=str(tmp_path))
+
+
+@ROUND_TRIPS
+def test_embedding_round_trip_keeps_lazy_load(fake_embedding, round_trip):
+    embed = FastEmbedEmbedding(lazy_load=False)
+    assert round_trip(embed).lazy_load is False
+    assert len(fake_embedding.instances) == 1  # the copy shares the model loaded first
+
+
+def test_embedding_construction_and_serialization_never_load_by_default(fake_embedding):
+    embed = FastEmbedEmbedding(threads=1)
+    FastEmbedEmbedding.from_dict(embed.to_dict())
+    FastEmbedEmbedding.from_json(embed.to_json())
+    pickle.loads(pickle.dumps(embed))
+    assert fake_embedding.instances == []

