@@ -113,10 +113,11 @@ PYTHON_BLOCKS = _blocks("python")
     [code for _, code in PYTHON_BLOCKS],
     ids=[re.sub(r"\W+", "-", section).strip("-").lower() for section, _ in PYTHON_BLOCKS],
 )
-def test_python_block_runs_as_pasted(code, loan_cache):
+def test_python_block_runs_as_pasted(code, loan_cache, tmp_path):
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
     done = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=ROOT,
+        cwd=tmp_path,  # what a block writes stays in the test's folder
         env=_env(loan_cache),
         capture_output=True,
         text=True,
@@ -139,21 +140,23 @@ def test_console_commands_print_what_the_page_shows(loan_cache, tmp_path, page):
     demo, data = tmp_path / "demo", tmp_path / "data"
     demo.mkdir()
     (demo / "examples").symlink_to(ROOT / "examples")
-    places = {str(demo): "/root/demo", str(data): "/root/.local/share"}
+    places = {str(demo): "/root/demo", str(data): "/root/.local/share", str(Path.home()): "/root"}
     commands = [pair for _, block in _blocks("console", page) for pair in _commands(block)]
     assert commands
     for command, shown in commands:
+        # One pipe for both streams, unbuffered: lines come in the order a terminal shows.
         done = subprocess.run(
             command,
             shell=True,
             cwd=demo,
-            env=_env(loan_cache, XDG_DATA_HOME=str(data)),
-            capture_output=True,
+            env=_env(loan_cache, XDG_DATA_HOME=str(data), PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             timeout=300,
             check=False,
         )
-        printed = (done.stdout + done.stderr).rstrip("\n")
+        printed = done.stdout.rstrip("\n")
         for here, there in places.items():
             printed = printed.replace(here, there)
         assert _rounded(printed) == _rounded(shown), command
