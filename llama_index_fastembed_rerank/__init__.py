@@ -2,6 +2,7 @@
 
 import importlib.metadata
 
+from .edge import QdrantEdgeVectorStore, push_to_qdrant
 from .embedding import FastEmbedEmbedding
 from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 from .qdrant import qdrant_hybrid_store
@@ -12,8 +13,10 @@ __all__ = [
     "FastEmbedEmbedding",
     "FastEmbedRerank",
     "FastEmbedSparseEmbedding",
+    "QdrantEdgeVectorStore",
     "__version__",
     "distribution_based_score_fusion",
+    "push_to_qdrant",
     "qdrant_hybrid_store",
     "reciprocal_rank_fusion",
 ]
