@@ -61,11 +61,6 @@ _INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[edge]'"
 _SHARD = "shard"
 _RECORD = "collection.json"
 _RECORD_FORMAT = 1
-# Points written since the last index build past which an add() ends by building the HNSW
-# index; below it, unindexed points are searched exactly. docs/storage.md has the figures.
-INDEX_AFTER = 20_000
-# Engine's segment size (KB of dense vectors) past which optimize() gives a segment an HNSW
-# index: INDEX_AFTER vectors; smaller segments stay exact (see _engine_config).
 _SCROLL_PAGE = 1_000
 # Payload keys node_to_metadata_dict writes for LlamaIndex itself; never indexed on demand.
 _NODE_KEYS = frozenset({"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"})
@@ -156,7 +151,6 @@ class _Folder:
         self.lock = threading.RLock()
         self.shard: Any = None
         self.record: dict[str, Any] = {}
-        self.unindexed = 0
         self.users = 0
         self.closed = False
 
@@ -204,9 +198,6 @@ def _open(folder: _Folder) -> None:
         )
         raise ValueError(msg)
     folder.shard = _load_shard(folder.path, shard_path)
-    # Unknown after a reopen: count every point as unindexed until the next index build;
-    # optimize() on an indexed shard is cheap.
-    folder.unindexed = _count(folder.shard, None)
 
 
 def _load_shard(folder: Path, shard_path: Path) -> Any:  # noqa: ANN401 - qdrant_edge.EdgeShard
@@ -316,12 +307,13 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     it, and ``fusion`` with the query's ``alpha``. Queries run in modes ``default``,
     ``sparse`` and ``hybrid``, with ``MetadataFilters`` as ``QdrantVectorStore`` maps them.
 
-    Upkeep: an ``add`` that brings the points written since the last index build to
-    ``INDEX_AFTER`` ends by building the HNSW index (the writer waits; a query never does);
-    points not yet indexed are searched exactly. ``optimize()`` builds it now. The first query
-    that filters on a metadata key builds a payload index for it, where the key's values have
-    one type. ``add`` returns once its points are in the engine's write-ahead log: a process
-    killed afterwards finds them on reopen.
+    Upkeep: each ``add`` ends with the engine's optimizer, which does nothing until the
+    points not yet indexed pass its indexing threshold (10 MB of vectors: ~6,500 of 384
+    values), and then builds their HNSW index: the writer waits for it, a query never does;
+    points not yet indexed are searched exactly. The first query that filters on a metadata
+    key builds a payload index for it, where the key's values have one type. ``add`` returns
+    once its points are in the engine's write-ahead log: a process killed afterwards finds
+    them on reopen.
 
     A folder is open in one process at a time (a second process gets ``FolderInUseError``);
     within a process, stores on one folder share it, and threads may use a store at once; the
@@ -534,20 +526,16 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                 return
 
     def optimize(self) -> bool:
-        """Build the HNSW index of the points written since the last build, now.
+        """Run the engine's optimizers now: index, merge and vacuum segments as they need.
 
-        ``add`` does this itself past ``INDEX_AFTER`` unindexed points; call it at the end of
-        an ingest to have every point indexed. It blocks, holding the GIL (the engine's).
+        Every ``add`` ends with this; call it after deleting many points to reclaim them.
+        It blocks (holding the GIL) while it works.
 
         Returns:
             Whether the engine had anything to do.
         """
         with self._lock() as folder:
-            if folder.shard is None:
-                return False
-            done = bool(folder.shard.optimize())
-            folder.unindexed = 0
-            return done
+            return folder.shard is not None and bool(folder.shard.optimize())
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -605,11 +593,9 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                 self._create(size)
             self._note_payload_types(payloads)
             folder.shard.update(qe.UpdateOperation.upsert_points(points))
-            folder.unindexed += len(points)
-            if folder.unindexed >= INDEX_AFTER:
-                logger.info("Building the HNSW index of %s", self.path)
-                folder.shard.optimize()
-                folder.unindexed = 0
+            # A no-op until the unindexed points pass the engine's indexing threshold; then
+            # the writer, never a query, waits for the index build (docs/storage.md).
+            folder.shard.optimize()
         return [node.node_id for node in nodes]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -653,7 +639,6 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             with contextlib.suppress(FileNotFoundError):
                 (folder.path / _RECORD).unlink()
             folder.record = {}
-            folder.unindexed = 0
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -709,7 +694,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                 "MetadataFilters as filters=... instead"
             )
             raise TypeError(msg)
-        mode = query.mode
+        mode = VectorStoreQueryMode(query.mode)
         if mode not in (
             VectorStoreQueryMode.DEFAULT,
             VectorStoreQueryMode.SPARSE,
@@ -746,8 +731,10 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         with self._lock() as folder:
             if folder.shard is None:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+            # An empty node_ids is no constraint in a query, as in QdrantVectorStore:
+            # VectorStoreIndex passes [] when the store holds the nodes.
             flt = self._filter(
-                node_ids=query.node_ids, doc_ids=query.doc_ids, filters=query.filters
+                node_ids=query.node_ids or None, doc_ids=query.doc_ids, filters=query.filters
             )
             if dense_needed:
                 requests.append(
@@ -886,7 +873,6 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         os.replace(staging, folder.path / _SHARD)
         _fsync_dir(folder.path)
         folder.shard = _load_shard(folder.path, folder.path / _SHARD)
-        folder.unindexed = 0
 
     def _note_payload_types(self, payloads: list[dict[str, Any]]) -> None:
         """Record the JSON types of the metadata values, before they are written.
