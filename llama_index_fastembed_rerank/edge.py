@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import textwrap
 import threading
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
@@ -61,6 +62,9 @@ _INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[edge]'"
 _SHARD = "shard"
 _RECORD = "collection.json"
 _RECORD_FORMAT = 1
+# Held (an OS file lock) while a process has the folder open: a second process is refused
+# at once, before it embeds anything, even where the collection is not created yet.
+_LOCK = ".lock"
 _SCROLL_PAGE = 1_000
 # Payload keys node_to_metadata_dict writes for LlamaIndex itself; never indexed on demand.
 _NODE_KEYS = frozenset({"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"})
@@ -151,6 +155,7 @@ class _Folder:
         self.lock = threading.RLock()
         self.shard: Any = None
         self.record: dict[str, Any] = {}
+        self.lock_file: IO[bytes] | None = None
         self.users = 0
         self.closed = False
 
@@ -165,7 +170,12 @@ def _acquire(path: Path) -> _Folder:
         if folder is None:
             folder = _Folder(path)
             with folder.lock:
-                _open(folder)
+                folder.lock_file = _lock_folder(path)
+                try:
+                    _open(folder)
+                except BaseException:
+                    folder.lock_file.close()
+                    raise
             _OPEN[path] = folder
         folder.users += 1
         return folder
@@ -181,6 +191,35 @@ def _release(folder: _Folder) -> None:
         if folder.shard is not None:
             folder.shard.close()
             folder.shard = None
+        if folder.lock_file is not None:
+            folder.lock_file.close()  # releases the OS lock
+            folder.lock_file = None
+
+
+def _lock_folder(path: Path) -> IO[bytes]:
+    """Create ``path`` if needed and lock it for this process, or raise FolderInUseError."""
+    path.mkdir(parents=True, exist_ok=True)
+    lock_file = open(path / _LOCK, "a+b")  # noqa: SIM115 - held open while the folder is
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        lock_file.close()
+        raise FolderInUseError(_in_use(path)) from e
+    return lock_file
+
+
+def _in_use(path: Path) -> str:
+    return (
+        f"{path} is open in another process (Qdrant Edge opens a folder in one process at a "
+        f"time): close that process first, or use another folder"
+    )
 
 
 def _open(folder: _Folder) -> None:
@@ -205,12 +244,8 @@ def _load_shard(folder: Path, shard_path: Path) -> Any:  # noqa: ANN401 - qdrant
     try:
         return qe.EdgeShard.load(str(shard_path))
     except Exception as e:
-        if "WouldBlock" in str(e):
-            msg = (
-                f"{folder} is open in another process (Qdrant Edge opens a folder in one "
-                f"process at a time): close that process first, or use another folder"
-            )
-            raise FolderInUseError(msg) from e
+        if "WouldBlock" in str(e):  # the engine's own lock, taken by something else
+            raise FolderInUseError(_in_use(folder)) from e
         msg = f"could not open the Qdrant Edge collection in {folder}: {e}"
         raise RuntimeError(msg) from e
 
@@ -342,7 +377,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     flat_metadata: bool = False
 
     path: str = Field(
-        description="The collection's folder; created on the first add or write_metadata.",
+        description="The collection's folder, created if missing; one collection a folder.",
         frozen=True,
     )
     sparse_model: FastEmbedSparseEmbedding | None = Field(
@@ -375,7 +410,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         fusion: Callable[..., VectorStoreQueryResult] = reciprocal_rank_fusion,
         **data: Any,
     ) -> None:
-        """Open the collection in ``path``, if there is one; the folder is made on first write.
+        """Open the folder ``path`` (made if missing) and the collection in it, if any.
 
         Raises:
             FolderInUseError: Another process has the folder open.
@@ -387,6 +422,9 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         if not isinstance(path, str | os.PathLike):
             msg = f"path must be a folder (str or Path), got {shown(path)}"
             raise TypeError(msg)
+        if isinstance(sparse_model, Mapping):  # from_dict / from_json
+            fields = {k: v for k, v in sparse_model.items() if k != "class_name"}
+            sparse_model = FastEmbedSparseEmbedding.model_validate(fields)
         if sparse_model is not None and not isinstance(sparse_model, FastEmbedSparseEmbedding):
             msg = (
                 f"sparse_model must be a FastEmbedSparseEmbedding, got {shown(sparse_model)}: "

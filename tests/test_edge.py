@@ -14,6 +14,7 @@ import asyncio
 import functools
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -672,6 +673,25 @@ def test_edge_reopens_with_nodes_metadata_and_results(tmp_path, embed_model, spa
     reopened.close()
 
 
+def test_edge_store_round_trips_through_dict_and_pickle(tmp_path, sparse_model):
+    store = QdrantEdgeVectorStore(tmp_path / "c", sparse_model=sparse_model)
+    store.add(small_nodes(3))
+    data = store.to_dict()
+    assert data["path"] == str(tmp_path / "c")
+    assert data["sparse_model"]["model_name"] == offline_models.SPARSE_MODEL
+    assert "fusion" not in data  # a function: documented as not serialised
+    again = QdrantEdgeVectorStore.from_dict(data)
+    assert again.count() == 3
+    assert again.sparse_model.model_dump() == sparse_model.model_dump()
+    assert QdrantEdgeVectorStore.from_json(store.to_json()).sparse_model.model_dump() == (
+        sparse_model.model_dump()
+    )
+    fused = QdrantEdgeVectorStore(tmp_path / "c", fusion=distribution_based_score_fusion)
+    assert pickle.loads(pickle.dumps(fused)).fusion is distribution_based_score_fusion
+    for s in (store, again, fused):
+        s.close()
+
+
 def test_edge_metadata_is_json_written_atomically(tmp_path):
     with QdrantEdgeVectorStore(tmp_path / "c") as store:
         assert store.read_metadata() == {}
@@ -686,7 +706,7 @@ def test_edge_metadata_is_json_written_atomically(tmp_path):
         assert store.read_metadata() == {"a": [1, 2.5, None, {"b": True}]}
         store.clear()
         assert store.read_metadata() == {}
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == []
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [".lock"]  # nothing else
 
 
 def test_edge_stores_on_one_folder_in_a_process_share_it(tmp_path):
@@ -705,16 +725,19 @@ import sys, time, uuid
 from llama_index.core.schema import TextNode
 from llama_index_fastembed_rerank import QdrantEdgeVectorStore
 store = QdrantEdgeVectorStore(sys.argv[1])
-store.add([TextNode(id_=str(uuid.uuid4()), text="x", embedding=[1.0, 0.0])])
+if sys.argv[2] == "created":
+    store.add([TextNode(id_=str(uuid.uuid4()), text="x", embedding=[1.0, 0.0])])
 print("open", flush=True)
 time.sleep(60)
 """
 
 
-def test_edge_second_process_gets_a_clear_error_naming_the_folder(tmp_path):
+@pytest.mark.parametrize("state", ["created", "empty"])
+def test_edge_second_process_gets_a_clear_error_naming_the_folder(tmp_path, state):
+    # "empty": no collection yet, so no engine lock either; the folder's own lock refuses.
     path = tmp_path / "c"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_FOLDER, str(path)],
+        [sys.executable, "-c", HOLD_FOLDER, str(path), state],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
@@ -727,7 +750,7 @@ def test_edge_second_process_gets_a_clear_error_naming_the_folder(tmp_path):
         holder.kill()
         holder.wait()
     with QdrantEdgeVectorStore(path) as store:  # the lock goes with the process
-        assert store.count() == 1
+        assert store.count() == (1 if state == "created" else 0)
 
 
 def test_edge_threads_write_and_query_one_store_at_once(tmp_path):
@@ -995,6 +1018,40 @@ def test_engine_payload_index_on_single_typed_keys_gives_the_results_of_no_index
             qe.UpdateOperation.create_field_index(key, getattr(qe.PayloadSchemaType, schema))
         )
     assert selected() == before
+    shard.close()
+
+
+def test_engine_calls_hold_the_gil(tmp_path):
+    # Why one lock per folder costs no parallelism, and why the index build runs in the
+    # writer's add (a background thread would stall every thread of the process anyway).
+    config = qe.EdgeConfig(
+        vectors={"d": qe.EdgeVectorParams(size=64, distance=qe.Distance.Cosine)},
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=100),  # KB: index 500 points
+    )
+    shard = qe.EdgeShard.create(str(tmp_path / "s"), config)
+    vectors = np.random.default_rng(0).normal(size=(3_000, 64)).tolist()
+    shard.update(
+        qe.UpdateOperation.upsert_points(
+            [qe.Point(id=i, vector={"d": v}) for i, v in enumerate(vectors)]
+        )
+    )
+    ticks, stop = [], threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.05)
+    began = time.perf_counter()
+    assert shard.optimize() is True
+    ended = time.perf_counter()
+    stop.set()
+    ticker.join()
+    assert ended - began > 0.1  # long enough for a free thread to tick dozens of times
+    assert len([t for t in ticks if began < t < ended]) <= 2
     shard.close()
 
 
