@@ -8,9 +8,11 @@ without it. A collection written here has the point ids, payload keys and vector
 
 What this module assumes of the engine (tests/test_edge.py checks each): a folder is opened by
 one ``EdgeShard`` at a time, the second opener failing with ``WouldBlock``; engine calls hold
-the GIL (so one lock per folder costs no parallelism); ``optimize()`` is the only way the HNSW
-index gets built; ``retrieve`` needs ``with_payload`` and ``with_vector``; a payload index on a
-key whose values have one type gives the results of no index.
+the GIL (so one lock per folder costs no parallelism); nothing builds the HNSW index but
+``optimize()``; an update is in the write-ahead log when it returns; a payload index on a key
+whose values have one type gives the results of no index; an empty sparse query finds nothing.
+``retrieve`` wants ``with_payload`` and ``with_vector`` although its stubs mark them optional,
+so points are read by ``scroll``.
 """
 
 from __future__ import annotations
@@ -357,15 +359,15 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
 
     Example:
         ```python
+        movies = json.load(open("examples/data/movies.json"))
         store = QdrantEdgeVectorStore("./movies", sparse_model=FastEmbedSparseEmbedding())
         index = VectorStoreIndex.from_documents(
-            documents, storage_context=StorageContext.from_defaults(vector_store=store)
-        )
-        retriever = index.as_retriever(
-            vector_store_query_mode="hybrid", similarity_top_k=10, sparse_top_k=10
+            [Document(text=d) for d in movies["descriptions"]],
+            storage_context=StorageContext.from_defaults(vector_store=store),
         )
         store.count()
-        # 20
+        # 20      <- one point per description, in ./movies; reopen it in a later process
+        retriever = index.as_retriever(vector_store_query_mode="hybrid", sparse_top_k=10)
         ```
     """
 

@@ -1021,7 +1021,7 @@ def test_engine_payload_index_on_single_typed_keys_gives_the_results_of_no_index
     shard.close()
 
 
-def test_engine_calls_hold_the_gil(tmp_path):
+def test_engine_builds_the_index_only_in_optimize_holding_the_gil(tmp_path):
     # Why one lock per folder costs no parallelism, and why the index build runs in the
     # writer's add (a background thread would stall every thread of the process anyway).
     config = qe.EdgeConfig(
@@ -1042,6 +1042,8 @@ def test_engine_calls_hold_the_gil(tmp_path):
             ticks.append(time.perf_counter())
             time.sleep(0.001)
 
+    time.sleep(0.5)
+    assert shard.info().indexed_vectors_count == 0  # no background optimizer: nothing indexed
     ticker = threading.Thread(target=tick)
     ticker.start()
     time.sleep(0.05)
@@ -1052,6 +1054,7 @@ def test_engine_calls_hold_the_gil(tmp_path):
     ticker.join()
     assert ended - began > 0.1  # long enough for a free thread to tick dozens of times
     assert len([t for t in ticks if began < t < ended]) <= 2
+    assert shard.info().indexed_vectors_count == 3_000
     shard.close()
 
 
