@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -68,6 +69,10 @@ _RECORD_FORMAT = 1
 # at once, before it embeds anything, even where the collection is not created yet.
 _LOCK = ".lock"
 _SCROLL_PAGE = 1_000
+# Points searched exactly, without an HNSW index: the engine indexes a segment once its dense
+# vectors pass this many (its indexing threshold). Below it exact search is as fast, and the
+# build would cost ~1 CPU-ms a point; docs/storage.md has the figures.
+EXACT_BELOW = 20_000
 # Payload keys node_to_metadata_dict writes for LlamaIndex itself; never indexed on demand.
 _NODE_KEYS = frozenset({"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"})
 # The payload index that gives exactly the results of no index, for a key whose stored values
@@ -345,12 +350,11 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     ``sparse`` and ``hybrid``, with ``MetadataFilters`` as ``QdrantVectorStore`` maps them.
 
     Upkeep: each ``add`` ends with the engine's optimizer, which does nothing until the
-    points not yet indexed pass its indexing threshold (10 MB of vectors: ~6,500 of 384
-    values), and then builds their HNSW index: the writer waits for it, a query never does;
-    points not yet indexed are searched exactly. The first query that filters on a metadata
-    key builds a payload index for it, where the key's values have one type. ``add`` returns
-    once its points are in the engine's write-ahead log: a process killed afterwards finds
-    them on reopen.
+    points not yet indexed pass ``EXACT_BELOW`` (20,000), and then builds their HNSW index:
+    the writer waits for it, a query never does; points not yet indexed are searched exactly.
+    The first query that filters on a metadata key builds a payload index for it, where the
+    key's values have one type. ``add`` returns once its points are in the engine's
+    write-ahead log: a process killed afterwards finds them on reopen.
 
     A folder is open in one process at a time (a second process gets ``FolderInUseError``);
     within a process, stores on one folder share it, and threads may use a store at once; the
@@ -633,8 +637,8 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                 self._create(size)
             self._note_payload_types(payloads)
             folder.shard.update(qe.UpdateOperation.upsert_points(points))
-            # A no-op until the unindexed points pass the engine's indexing threshold; then
-            # the writer, never a query, waits for the index build (docs/storage.md).
+            # A no-op until the unindexed points pass EXACT_BELOW; then the writer, never a
+            # query, waits for the index build (docs/storage.md).
             folder.shard.optimize()
         return [node.node_id for node in nodes]
 
@@ -999,6 +1003,9 @@ def _engine_config(
     return qe.EdgeConfig(
         vectors={dense_name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)},
         sparse_vectors=sparse_vectors,
+        optimizers=qe.EdgeOptimizersConfig(
+            indexing_threshold=math.ceil(EXACT_BELOW * size * 4 / 1024)  # KB of float32
+        ),
     )
 
 

@@ -560,6 +560,22 @@ def test_async_query_initializes_with_async_client_only(tmp_path):
 # --- writes, deletes, bad input -----------------------------------------------------------
 
 
+def test_edge_indexes_only_past_exact_below_and_in_add(tmp_path, monkeypatch):
+    monkeypatch.setattr(edge_module, "EXACT_BELOW", 2_000)  # read when the shard is made
+    store = QdrantEdgeVectorStore(tmp_path / "c")
+    for seed in range(19):
+        store.add(small_nodes(100, dim=32, seed=seed))
+    assert store.client.info().indexed_vectors_count == 0  # 1,900: searched exactly
+    store.add(small_nodes(200, dim=32, seed=19))
+    assert store.client.info().indexed_vectors_count == 2_100  # the add built the index
+    store.close()
+    with QdrantEdgeVectorStore(tmp_path / "c") as store:  # the threshold outlives a reopen
+        store.add(small_nodes(1_900, dim=32, seed=20))
+        assert store.client.info().indexed_vectors_count == 2_100
+        store.add(small_nodes(200, dim=32, seed=21))
+        assert store.client.info().indexed_vectors_count == 4_200
+
+
 def test_edge_add_replaces_a_node_with_the_same_id(tmp_path):
     store = QdrantEdgeVectorStore(tmp_path / "c")
     nodes = small_nodes(5)
@@ -788,7 +804,8 @@ KILLED_WRITER = """
 import sys, uuid
 import numpy as np
 from llama_index.core.schema import TextNode
-from llama_index_fastembed_rerank import QdrantEdgeVectorStore
+from llama_index_fastembed_rerank import QdrantEdgeVectorStore, edge
+edge.EXACT_BELOW = 3_000  # index builds in the run, for the kills to land in too
 store = QdrantEdgeVectorStore(sys.argv[1])
 rng = np.random.default_rng(int(sys.argv[2]))
 start = int(sys.argv[3])
@@ -826,6 +843,7 @@ def kill_writer(path, delay, run=0, start=0):
 @pytest.mark.parametrize("delay", [0.5, 2.0, 5.0])
 def test_edge_sigkill_during_writes_leaves_a_folder_with_every_acknowledged_point(tmp_path, delay):
     path = tmp_path / "c"
+    # Past 3,000 points an add builds the HNSW index: later kills land there.
     # Killed twice: the second writer reopens the folder the first left, and is killed too.
     for run, start in enumerate((0, 10_000_000)):
         acknowledged = kill_writer(path, delay, run, start)
@@ -840,11 +858,12 @@ import sys, uuid
 import numpy as np
 import qdrant_edge as qe
 from llama_index.core.schema import TextNode
-from llama_index_fastembed_rerank import QdrantEdgeVectorStore
+from llama_index_fastembed_rerank import QdrantEdgeVectorStore, edge
+edge.EXACT_BELOW = 5_000
 store = QdrantEdgeVectorStore(sys.argv[1])
 store.add([TextNode(id_=str(uuid.UUID(int=0)), text="t", embedding=[1.0] * 384)])
 vectors = np.random.default_rng(0).normal(size=(8_000, 384)).tolist()
-# Past the engine's indexing threshold, written without add()'s optimizer call.
+# Past EXACT_BELOW, written without add()'s optimizer call.
 store.client.update(qe.UpdateOperation.upsert_points([
     qe.Point(id=str(uuid.UUID(int=i + 1)), vector={"text-dense": v})
     for i, v in enumerate(vectors)
