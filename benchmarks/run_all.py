@@ -25,6 +25,7 @@ ORDER = (
     "query_latency",
     "ingest",
     "rerank_throughput",
+    "storage",  # hours at its default sizes: --only storage runs it alone
 )
 
 

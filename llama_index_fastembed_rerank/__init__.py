@@ -7,6 +7,7 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .edge import QdrantEdgeVectorStore, push_to_qdrant
     from .embedding import FastEmbedEmbedding
     from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
     from .qdrant import qdrant_hybrid_store
@@ -19,7 +20,9 @@ _EXPORTS = {
     "FastEmbedEmbedding": "embedding",
     "FastEmbedRerank": "rerank",
     "FastEmbedSparseEmbedding": "sparse",
+    "QdrantEdgeVectorStore": "edge",
     "distribution_based_score_fusion": "fusion",
+    "push_to_qdrant": "edge",
     "qdrant_hybrid_store": "qdrant",
     "reciprocal_rank_fusion": "fusion",
 }
@@ -28,8 +31,10 @@ __all__ = [
     "FastEmbedEmbedding",
     "FastEmbedRerank",
     "FastEmbedSparseEmbedding",
+    "QdrantEdgeVectorStore",
     "__version__",
     "distribution_based_score_fusion",
+    "push_to_qdrant",
     "qdrant_hybrid_store",
     "reciprocal_rank_fusion",
 ]
