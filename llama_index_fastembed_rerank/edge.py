@@ -110,8 +110,16 @@ def _names() -> tuple[str, str, str]:
     return DEFAULT_DENSE_VECTOR_NAME, DEFAULT_SPARSE_VECTOR_NAME, DOCUMENT_ID_KEY
 
 
-class FolderInUseError(RuntimeError):
-    """The folder is open in another process: Qdrant Edge opens a folder in one at a time."""
+def is_collection_folder(path: Path) -> bool:
+    """Whether ``path`` holds a collection this store wrote (its record, at least)."""
+    return (path / _RECORD).is_file()
+
+
+class FolderInUseError(BlockingIOError):
+    """The folder is open in another process: Qdrant Edge opens a folder in one at a time.
+
+    A ``BlockingIOError`` (an ``OSError``), as the lock that tells it.
+    """
 
 
 @dataclass(frozen=True)
@@ -1162,7 +1170,8 @@ def push_to_qdrant(
 
     The target is created, if missing, as ``QdrantVectorStore`` creates one: a cosine
     ``text-dense`` vector of the source's size, a ``text-sparse-new`` sparse vector with the
-    source's IDF modifier if it has sparse vectors, and a keyword index on ``doc_id``. Points
+    source's IDF modifier if it has sparse vectors, and a keyword index on ``doc_id``; its
+    collection metadata is the store's (``read_metadata()``). Points
     keep their ids, vectors and payloads, so ``QdrantVectorStore`` (or
     ``qdrant_hybrid_store``) on the target returns what the edge store returns. Points whose
     id the target already has are skipped: after a failure, running it again completes the
@@ -1231,6 +1240,8 @@ def _push(
                 if config.sparse
                 else None
             ),
+            # What the store records of the collection (the command line: its models).
+            metadata=store.read_metadata() or None,
         )
         client.create_payload_index(
             collection_name, field_name=doc_key, field_schema=models.PayloadSchemaType.KEYWORD

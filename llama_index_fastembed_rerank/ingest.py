@@ -39,12 +39,13 @@ try:  # nltk 3.10 runs every regular expression under a wall-clock limit
 except ImportError:  # pragma: no cover - earlier nltk: plain `re`, no limit to lift
     redos = None
 
-from .qdrant import stored_chunk_ids
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
-    from llama_index.vector_stores.qdrant import QdrantVectorStore
-    from qdrant_client import QdrantClient
+
+    from .embedding import FastEmbedEmbedding
+    from .qdrant import Collection
+    from .sparse import FastEmbedSparseEmbedding
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +145,15 @@ def model_tokens(embed_model: BaseEmbedding) -> ModelTokens | None:
 
 
 @dataclass
-class _Plan:
-    source: str
-    new: list[BaseNode]
-    stale: list[str]
+class IngestProgress:
+    """Where an ingest stands: what ``ingest``'s ``progress`` callback is given, as it goes."""
+
+    files: int = 0
+    """Files to read."""
+    files_read: int = 0
+    chunks_found: int = 0
+    """New chunks found so far in the files read, to be embedded."""
+    chunks_written: int = 0
 
 
 def check_paths(paths: Iterable[str | Path]) -> None:
@@ -310,31 +316,34 @@ def _reason(error: BaseException) -> str:
 
 def ingest(
     paths: Iterable[str | Path],
-    client: QdrantClient,
-    collection: str,
-    open_store: Callable[[], QdrantVectorStore],
-    embed_model: BaseEmbedding,
+    collection: Collection,
+    embed_model: FastEmbedEmbedding,
+    sparse_model: FastEmbedSparseEmbedding | None = None,
     *,
     chunk_size: int,
     chunk_overlap: int,
     prune: bool = False,
-    progress: Callable[[Iterable[Any], str, int], Iterator[Any]] | None = None,
+    progress: Callable[[IngestProgress], object] | None = None,
     tokenizer: ModelTokens | None = None,
 ) -> IngestReport:
     """Bring the collection in line with the files under ``paths``.
 
+    Files are read one at a time; their new chunks are embedded and written in batches of
+    ``WRITE_BATCH`` as they come, so memory holds one file's chunks and one batch. The
+    collection is made (with its record of the models) when the first chunk is written.
+
     Args:
         paths: Files and folders (walked recursively).
-        client: The Qdrant client.
-        collection: The collection; it need not exist yet.
-        open_store: Returns the collection's store, creating the collection if need be;
-            called only once there is something to write, after every file was read.
-        embed_model: The dense embedding model; the store adds sparse vectors if hybrid.
+        collection: Where the chunks go: a folder of Qdrant Edge or a server's collection; it
+            need not exist yet.
+        embed_model: The dense embedding model.
+        sparse_model: The sparse model, for a hybrid collection.
         chunk_size: Most tokens per chunk, its embedded metadata (the file's name) included;
             ``tokenizer.room`` fits the model's window.
         chunk_overlap: Tokens shared by neighbouring chunks.
         prune: Also delete the chunks of files under ``paths`` that no longer exist.
-        progress: Wraps an iterable to show progress: ``progress(items, description, total)``.
+        progress: Called with where the ingest stands after each file read and each batch
+            written.
         tokenizer: Count tokens as the embedding model does (``model_tokens(embed_model)``);
             None counts with tiktoken's ``cl100k_base``, as SentenceSplitter does by default.
 
@@ -344,7 +353,6 @@ def ingest(
     Raises:
         ValueError: A path does not exist, or the chunk settings are invalid.
     """
-    wrap = progress or (lambda items, _description, _total: iter(items))
     roots = [Path(os.path.realpath(Path(p).expanduser())) for p in paths]
     found = find_files(roots)
     report = IngestReport(
@@ -362,11 +370,17 @@ def ingest(
             f"chunk embeds ({_LEAST_METADATA!r} alone is {least} tokens): use a larger chunk size"
         )
         raise ValueError(msg)
-    stored = stored_chunk_ids(client, collection) if client.collection_exists(collection) else {}
+    stored = collection.stored_chunk_ids()
+    writer = _Writer(collection, embed_model, sparse_model, report)
+    status = IngestProgress(files=len(found.files))
 
-    plans: list[_Plan] = []
+    def told() -> None:
+        status.chunks_written = report.chunks_written
+        if progress is not None:
+            progress(status)
+
     splitter_warnings: list[str] = []
-    for path in wrap(found.files, "Reading", len(found.files)):
+    for path in found.files:
         source = str(path)
         try:
             documents = _read(path)
@@ -375,14 +389,19 @@ def ingest(
             # SimpleDirectoryReader wraps a reader's error as "Error loading file".
             cause = e.__cause__ if str(e) == "Error loading file" else None
             report.skipped.append((path, _reason(cause or e)))
-            continue
-        have = stored.pop(source, set())
-        new = [n for n in nodes if n.node_id not in have]
-        stale = sorted(have - {n.node_id for n in nodes})
-        if new or stale:
-            plans.append(_Plan(source, new, stale))
-        else:
-            report.unchanged += 1
+            nodes = None
+        status.files_read += 1
+        if nodes is not None:
+            have = stored.pop(source, set())
+            new = [n for n in nodes if n.node_id not in have]
+            stale = sorted(have - {n.node_id for n in nodes})
+            if new or stale:
+                status.chunks_found += len(new)
+                writer.replace(source, new, stale, told)
+            else:
+                report.unchanged += 1
+        told()
+    writer.flush(told)
     if splitter_warnings:
         logger.warning(splitter_warnings[0])
     # Entries that failed to read keep their chunks; only files gone from disk are pruned.
@@ -392,33 +411,87 @@ def ingest(
         for source, ids in stored.items()
         if prune and _under(source, roots) and not _under(source, kept) and _gone(source)
     }
-
-    if not plans and not gone:
-        return report
-    store = open_store()
-    pipeline = IngestionPipeline(
-        transformations=[embed_model], vector_store=store, disable_cache=True
-    )
-    pending = [n for plan in plans for n in plan.new]
-    # A file's stale chunks go once its new ones are all written: a reader never sees it empty.
-    last_write = {plan.source: 0 for plan in plans}
-    for position, node in enumerate(pending, start=1):
-        last_write[node.ref_doc_id or ""] = position
-    written = 0
-    deleted: set[str] = set()
-    batches = range(0, len(pending), WRITE_BATCH)
-    for start in wrap(batches, "Embedding", len(batches)):
-        batch = pending[start : start + WRITE_BATCH]
-        pipeline.run(nodes=batch)
-        written += len(batch)
-        report.chunks_written += len(batch)
-        report.chunks_removed += _delete_done(store, plans, last_write, written, deleted)
-    report.chunks_removed += _delete_done(store, plans, last_write, written, deleted)
     for ids in gone.values():
-        _delete(store, sorted(ids))
-        report.chunks_removed += len(ids)
+        writer.delete(sorted(ids))
     report.files_pruned = len(gone)
     return report
+
+
+class _Writer:
+    """Embeds and writes new chunks in batches; deletes a file's old chunks after its new ones.
+
+    A file's stale chunks go only once all its new ones are written, so a reader never finds
+    it empty, and an ingest killed at any point leaves points that the next run keeps,
+    completes or deletes.
+    """
+
+    def __init__(
+        self,
+        collection: Collection,
+        embed_model: FastEmbedEmbedding,
+        sparse_model: FastEmbedSparseEmbedding | None,
+        report: IngestReport,
+    ) -> None:
+        self.collection = collection
+        self.embed_model = embed_model
+        self.sparse_model = sparse_model
+        self.report = report
+        self.pending: list[BaseNode] = []
+        # Per file whose new chunks are not all written: how many are left, and its stale ids.
+        self.waiting: dict[str, tuple[int, list[str]]] = {}
+        self._pipeline: IngestionPipeline | None = None
+
+    def pipeline(self) -> IngestionPipeline:
+        """Return the pipeline to the collection's store, making the collection if need be."""
+        if self._pipeline is None:
+            if not self.collection.exists():
+                self.collection.create(self.embed_model, self.sparse_model)
+            store = self.collection.store(self.sparse_model)
+            self._pipeline = IngestionPipeline(
+                transformations=[self.embed_model], vector_store=store, disable_cache=True
+            )
+        return self._pipeline
+
+    def replace(
+        self, source: str, new: list[BaseNode], stale: list[str], written: Callable[[], object]
+    ) -> None:
+        """Write ``source``'s new chunks (in full batches, as they fill), then drop ``stale``."""
+        if not new:
+            self.delete(stale)
+            return
+        self.waiting[source] = (len(new), stale)
+        self.pending.extend(new)
+        while len(self.pending) >= WRITE_BATCH:
+            self._write(self.pending[:WRITE_BATCH], written)
+
+    def flush(self, written: Callable[[], object]) -> None:
+        """Write what is pending."""
+        while self.pending:
+            self._write(self.pending[:WRITE_BATCH], written)
+
+    def delete(self, ids: list[str]) -> None:
+        """Delete the points ``ids`` from the collection."""
+        if not ids:
+            return
+        store = self.pipeline().vector_store
+        assert store is not None  # set above
+        for start in range(0, len(ids), WRITE_BATCH):
+            store.delete_nodes(node_ids=ids[start : start + WRITE_BATCH])
+        self.report.chunks_removed += len(ids)
+
+    def _write(self, batch: list[BaseNode], written: Callable[[], object]) -> None:
+        self.pipeline().run(nodes=batch)
+        del self.pending[: len(batch)]
+        self.report.chunks_written += len(batch)
+        for node in batch:
+            source = node.ref_doc_id or ""
+            left, stale = self.waiting[source]
+            if left > 1:
+                self.waiting[source] = (left - 1, stale)
+            else:
+                del self.waiting[source]
+                self.delete(stale)
+        written()
 
 
 def chunk_id(source: str, document_index: int, embedded_text: str, settings: str, i: int) -> str:
@@ -685,27 +758,6 @@ def _split(
                 raise ValueError(msg) from e
         warnings.extend(printed.getvalue().splitlines())
     return [n for n in nodes if n.get_content(metadata_mode=MetadataMode.NONE).strip()]
-
-
-def _delete_done(
-    store: QdrantVectorStore,
-    plans: list[_Plan],
-    last_write: dict[str, int],
-    written: int,
-    deleted: set[str],
-) -> int:
-    removed = 0
-    for plan in plans:
-        if plan.source not in deleted and last_write[plan.source] <= written:
-            _delete(store, plan.stale)
-            deleted.add(plan.source)
-            removed += len(plan.stale)
-    return removed
-
-
-def _delete(store: QdrantVectorStore, ids: list[str]) -> None:
-    for start in range(0, len(ids), WRITE_BATCH):
-        store.delete_nodes(node_ids=ids[start : start + WRITE_BATCH])
 
 
 def _under(source: str, roots: list[Path]) -> bool:

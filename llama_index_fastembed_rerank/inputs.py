@@ -87,6 +87,38 @@ def warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=caller_stacklevel())
 
 
+class TruncationWarning(UserWarning):
+    """Texts longer than a model's window were truncated: their ends count for nothing.
+
+    Its attributes let a caller that makes many calls (the command line) add the counts up
+    and say it once.
+    """
+
+    def __init__(
+        self,
+        truncated: int,
+        total: int,
+        window: int,
+        model_name: str,
+        items: str,
+        done: str,
+        fix: str,
+    ) -> None:
+        """Describe ``truncated`` of ``total`` ``items`` cut to ``window`` tokens."""
+        self.truncated, self.total, self.window = truncated, total, window
+        self.model_name, self.items, self.done, self.fix = model_name, items, done, fix
+        super().__init__(self.text())
+
+    def text(self, truncated: int | None = None, total: int | None = None) -> str:
+        """Say it, for these counts (its own by default)."""
+        return (
+            f"{self.truncated if truncated is None else truncated} of "
+            f"{self.total if total is None else total} {self.items} were longer than the "
+            f"{self.window}-token window of {self.model_name} and were truncated as fastembed "
+            f"does, so their ends are not {self.done}: {self.fix}"
+        )
+
+
 def warn_truncated(
     model_name: str,
     encodings: Sequence[Encoding],
@@ -102,11 +134,10 @@ def warn_truncated(
     truncated = sum(1 for e in encodings if e.overflowing)
     if truncated:
         fix = fix or f"split long documents into smaller chunks to have all of their text {done}"
-        warn(
-            f"{truncated} of {len(encodings)} {items} were longer than the "
-            f"{len(encodings[0].ids)}-token window of {model_name} and were truncated as "
-            f"fastembed does, so their ends are not {done}: {fix}"
+        warning = TruncationWarning(
+            truncated, len(encodings), len(encodings[0].ids), model_name, items, done, fix
         )
+        warnings.warn(warning, stacklevel=caller_stacklevel())
 
 
 def warn_truncated_texts(engine: object, texts: list[str]) -> None:

@@ -8,7 +8,9 @@ record of the models that made the vectors, in Qdrant's collection metadata.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .fusion import reciprocal_rank_fusion
@@ -16,7 +18,10 @@ from .inputs import shown
 from .sparse import FastEmbedSparseEmbedding
 
 if TYPE_CHECKING:
-    from llama_index.core.vector_stores.types import VectorStoreQueryResult
+    from llama_index.core.vector_stores.types import (
+        BasePydanticVectorStore,
+        VectorStoreQueryResult,
+    )
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client import AsyncQdrantClient, QdrantClient
     from qdrant_client.http.models import SparseVectorParams
@@ -230,116 +235,295 @@ def _modifier(modifier: Any) -> str:  # noqa: ANN401 - qdrant_client's Modifier 
     return "no modifier" if modifier is None else f"the {modifier.value.upper()} modifier"
 
 
-def collection_record(client: QdrantClient, collection: str) -> dict[str, Any] | None:
-    """Return the models ``collection`` records (``embed_model``, ``sparse_model``).
-
-    None where the collection does not exist or was not made by this package.
-    """
-    if not client.collection_exists(collection):
-        return None
-    metadata = getattr(client.get_collection(collection).config, "metadata", None) or {}
-    record = metadata.get(RECORD_KEY)
-    return record if isinstance(record, dict) else None
-
-
-def create_collection(
-    client: QdrantClient,
-    collection: str,
-    embed_model: FastEmbedEmbedding,
-    sparse_model: FastEmbedSparseEmbedding | None,
-) -> None:
-    """Create ``collection`` for the vectors of these models, recording their names.
-
-    Vector names and distance are ``QdrantVectorStore``'s; sparse vectors (when
-    ``sparse_model`` is given) get the modifier the model needs.
-    """
-    from llama_index.vector_stores.qdrant.base import (
-        DEFAULT_DENSE_VECTOR_NAME,
-        DEFAULT_SPARSE_VECTOR_NAME,
-        DOCUMENT_ID_KEY,
-    )
-    from qdrant_client.http import models
-
-    record = {
+def model_record(
+    embed_model: FastEmbedEmbedding, sparse_model: FastEmbedSparseEmbedding | None
+) -> dict[str, Any]:
+    """Return what a collection records of the models that make its vectors."""
+    return {
         "embed_model": embed_model.model_name,
-        "sparse_model": sparse_model and sparse_model.model_name,
+        "sparse_model": None if sparse_model is None else sparse_model.model_name,
+        # SPLADE-tiny loads from a folder under SPLADE++'s name: the folder says which it is.
+        "sparse_model_path": None if sparse_model is None else sparse_model.specific_model_path,
     }
-    client.create_collection(
-        collection,
-        vectors_config={
-            DEFAULT_DENSE_VECTOR_NAME: models.VectorParams(
-                size=embed_model.embedding_size, distance=models.Distance.COSINE
+
+
+class Collection(abc.ABC):
+    """A collection the command line writes and searches: a folder of Qdrant Edge, or a server's.
+
+    Both hold what ``QdrantVectorStore`` writes (its vector names, point ids and payload) and a
+    record of the models that made the vectors (``RECORD_KEY``).
+    """
+
+    def __init__(self, name: str, where: str) -> None:
+        """Describe the collection ``name``; ``where`` says where it is, without credentials."""
+        self.name = name
+        self.where = where
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether the collection exists."""
+
+    @abc.abstractmethod
+    def record(self) -> dict[str, Any] | None:
+        """Return the models the collection records; None if absent or not made here."""
+
+    @abc.abstractmethod
+    def create(
+        self,
+        embed_model: FastEmbedEmbedding,
+        sparse_model: FastEmbedSparseEmbedding | None,
+    ) -> None:
+        """Create the collection for these models' vectors, recording them."""
+
+    @abc.abstractmethod
+    def dense_size(self) -> int | None:
+        """Return the length of the dense vectors; None where there are none to search."""
+
+    @abc.abstractmethod
+    def store(self, sparse_model: FastEmbedSparseEmbedding | None) -> BasePydanticVectorStore:
+        """Return a LlamaIndex store on the collection: hybrid with ``sparse_model``."""
+
+    @abc.abstractmethod
+    def stored_chunk_ids(self) -> dict[str, set[str]]:
+        """Return the ids of the points in the collection, by their document id."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Return how many points the collection holds."""
+
+    @abc.abstractmethod
+    def names(self) -> list[str]:
+        """Return the names of the collections beside this one (to say which exist)."""
+
+    def close(self) -> None:  # noqa: B027 - most collections hold nothing to release
+        """Release what the collection holds open."""
+
+    def check_dense_vectors(self, embed_model: FastEmbedEmbedding) -> None:
+        """Refuse a collection whose dense vectors ``embed_model``'s cannot be searched among.
+
+        Raises:
+            ValueError: It has no dense vector, or vectors of another size.
+        """
+        from llama_index.vector_stores.qdrant.base import DEFAULT_DENSE_VECTOR_NAME
+
+        size = self.dense_size()
+        if size is None:
+            msg = (
+                f"collection {self.name!r} has no dense vector {DEFAULT_DENSE_VECTOR_NAME!r} to "
+                f"search"
             )
-        },
-        sparse_vectors_config=(
-            {DEFAULT_SPARSE_VECTOR_NAME: sparse_vector_params(sparse_model)}
-            if sparse_model is not None
-            else None
-        ),
-        metadata={RECORD_KEY: record},
-    )
-    # Each file's chunks are found by their document id; a server needs the index for that.
-    client.create_payload_index(collection, DOCUMENT_ID_KEY, models.PayloadSchemaType.KEYWORD)
+            raise ValueError(msg)
+        if size != embed_model.embedding_size:
+            msg = (
+                f"collection {self.name!r} holds vectors of {size} numbers, but "
+                f"{embed_model.model_name} makes {embed_model.embedding_size}: pass the "
+                f"--embed-model it was ingested with, or use another collection"
+            )
+            raise ValueError(msg)
 
 
-def check_dense_vectors(
-    client: QdrantClient, collection: str, embed_model: FastEmbedEmbedding
-) -> None:
-    """Refuse a collection whose dense vectors ``embed_model``'s cannot be searched among.
+class ServerCollection(Collection):
+    """A collection on a Qdrant server or cluster, through a ``QdrantClient``."""
+
+    def __init__(self, client: QdrantClient, name: str, where: str) -> None:
+        """Use ``client``'s collection ``name``."""
+        super().__init__(name, where)
+        self.client = client
+
+    def exists(self) -> bool:  # noqa: D102 - Collection's
+        return bool(self.client.collection_exists(self.name))
+
+    def record(self) -> dict[str, Any] | None:  # noqa: D102 - Collection's
+        if not self.exists():
+            return None
+        config = self.client.get_collection(self.name).config
+        record = (getattr(config, "metadata", None) or {}).get(RECORD_KEY)
+        return record if isinstance(record, dict) else None
+
+    def create(  # noqa: D102 - Collection's
+        self,
+        embed_model: FastEmbedEmbedding,
+        sparse_model: FastEmbedSparseEmbedding | None,
+    ) -> None:
+        from llama_index.vector_stores.qdrant.base import (
+            DEFAULT_DENSE_VECTOR_NAME,
+            DEFAULT_SPARSE_VECTOR_NAME,
+            DOCUMENT_ID_KEY,
+        )
+        from qdrant_client.http import models
+
+        self.client.create_collection(
+            self.name,
+            vectors_config={
+                DEFAULT_DENSE_VECTOR_NAME: models.VectorParams(
+                    size=embed_model.embedding_size, distance=models.Distance.COSINE
+                )
+            },
+            sparse_vectors_config=(
+                {DEFAULT_SPARSE_VECTOR_NAME: sparse_vector_params(sparse_model)}
+                if sparse_model is not None
+                else None
+            ),
+            metadata={RECORD_KEY: model_record(embed_model, sparse_model)},
+        )
+        # Each file's chunks are found by their document id; a server needs the index for that.
+        self.client.create_payload_index(
+            self.name, DOCUMENT_ID_KEY, models.PayloadSchemaType.KEYWORD
+        )
+
+    def dense_size(self) -> int | None:  # noqa: D102 - Collection's
+        from llama_index.vector_stores.qdrant.base import DEFAULT_DENSE_VECTOR_NAME
+
+        vectors = self.client.get_collection(self.name).config.params.vectors
+        if isinstance(vectors, dict):
+            params = vectors.get(DEFAULT_DENSE_VECTOR_NAME) or vectors.get("")
+        else:
+            params = vectors
+        return None if params is None else int(params.size)
+
+    def store(  # noqa: D102 - Collection's
+        self, sparse_model: FastEmbedSparseEmbedding | None
+    ) -> QdrantVectorStore:
+        from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+        if sparse_model is not None:
+            return qdrant_hybrid_store(self.name, client=self.client, sparse_model=sparse_model)
+        return QdrantVectorStore(collection_name=self.name, client=self.client)
+
+    def stored_chunk_ids(self) -> dict[str, set[str]]:  # noqa: D102 - Collection's
+        from llama_index.vector_stores.qdrant.base import DOCUMENT_ID_KEY
+
+        chunks: dict[str, set[str]] = {}
+        if not self.exists():
+            return chunks
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.name,
+                limit=1024,
+                offset=offset,
+                with_payload=[DOCUMENT_ID_KEY],
+                with_vectors=False,
+            )
+            for point in points:
+                doc_id = (point.payload or {}).get(DOCUMENT_ID_KEY)
+                if isinstance(doc_id, str):
+                    chunks.setdefault(doc_id, set()).add(str(point.id))
+            if offset is None:
+                return chunks
+
+    def count(self) -> int:  # noqa: D102 - Collection's
+        return int(self.client.count(self.name, exact=True).count) if self.exists() else 0
+
+    def names(self) -> list[str]:  # noqa: D102 - Collection's
+        return sorted(c.name for c in self.client.get_collections().collections)
+
+
+class EmbeddedCollection(Collection):
+    """A collection in a folder of its own under ``root``, on Qdrant Edge in this process.
+
+    The folder is opened (and locked against other processes) once the collection is read or
+    written, and made only when it is written; ``close()`` releases it.
+    """
+
+    def __init__(self, root: Path, name: str) -> None:
+        """Describe the folder ``root / name``.
+
+        Raises:
+            ValueError: ``root`` holds qdrant-client's local mode, which this store cannot read.
+        """
+        super().__init__(name, f"embedded Qdrant at {root}")
+        refuse_local_mode(root)
+        self.root = root
+        self.path = root / name
+        self._stores: dict[str | None, BasePydanticVectorStore] = {}
+
+    def _open(self, sparse_model: FastEmbedSparseEmbedding | None = None) -> Any:  # noqa: ANN401
+        """Return a store on the folder (one per sparse model: they share the open folder)."""
+        from .edge import QdrantEdgeVectorStore
+
+        key = None if sparse_model is None else sparse_model.model_name
+        if key not in self._stores:
+            self._stores[key] = QdrantEdgeVectorStore(self.path, sparse_model=sparse_model)
+        return self._stores[key]
+
+    def exists(self) -> bool:  # noqa: D102 - Collection's
+        from .edge import is_collection_folder
+
+        return is_collection_folder(self.path)
+
+    def record(self) -> dict[str, Any] | None:  # noqa: D102 - Collection's
+        if not self.exists():
+            return None
+        record = self._open().read_metadata().get(RECORD_KEY)
+        return record if isinstance(record, dict) else None
+
+    def create(  # noqa: D102 - Collection's
+        self,
+        embed_model: FastEmbedEmbedding,
+        sparse_model: FastEmbedSparseEmbedding | None,
+    ) -> None:
+        # The engine makes the shard on the first write, sized from its vectors.
+        self._open().write_metadata({RECORD_KEY: model_record(embed_model, sparse_model)})
+
+    def dense_size(self) -> int | None:  # noqa: D102 - Collection's
+        if not self.exists():
+            return None
+        config = self._open().collection_config
+        return None if config is None else int(config.dense_size)
+
+    def check_dense_vectors(self, embed_model: FastEmbedEmbedding) -> None:  # noqa: D102
+        if self.dense_size() is not None:  # else nothing is stored yet: any size fits
+            super().check_dense_vectors(embed_model)
+
+    def store(  # noqa: D102 - Collection's
+        self, sparse_model: FastEmbedSparseEmbedding | None
+    ) -> BasePydanticVectorStore:
+        return self._open(sparse_model)  # type: ignore[no-any-return]
+
+    def stored_chunk_ids(self) -> dict[str, set[str]]:  # noqa: D102 - Collection's
+        from llama_index.vector_stores.qdrant.base import DOCUMENT_ID_KEY
+
+        chunks: dict[str, set[str]] = {}
+        if not self.exists():
+            return chunks
+        for point in self._open().iter_points(1024):
+            doc_id = point.payload.get(DOCUMENT_ID_KEY)
+            if isinstance(doc_id, str):
+                chunks.setdefault(doc_id, set()).add(point.id)
+        return chunks
+
+    def count(self) -> int:  # noqa: D102 - Collection's
+        return int(self._open().count()) if self.exists() else 0
+
+    def names(self) -> list[str]:  # noqa: D102 - Collection's
+        return embedded_collections(self.root)
+
+    def close(self) -> None:  # noqa: D102 - Collection's
+        for store in self._stores.values():
+            store.close()  # type: ignore[attr-defined]
+        self._stores.clear()
+
+
+def embedded_collections(root: Path) -> list[str]:
+    """Return the names of the collections in the folders under ``root``."""
+    from .edge import is_collection_folder
+
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_collection_folder(p))
+
+
+def refuse_local_mode(root: Path) -> None:
+    """Refuse a folder that qdrant-client's local mode wrote (earlier versions' default).
 
     Raises:
-        ValueError: It has no dense vector, or vectors of another size.
+        ValueError: ``root`` holds local mode's ``meta.json`` and ``collection/`` folder.
     """
-    from llama_index.vector_stores.qdrant.base import DEFAULT_DENSE_VECTOR_NAME
-
-    vectors = client.get_collection(collection).config.params.vectors
-    params = (
-        (vectors.get(DEFAULT_DENSE_VECTOR_NAME) or vectors.get(""))
-        if isinstance(vectors, dict)
-        else vectors
-    )
-    if params is None:
+    if (root / "meta.json").is_file() and (root / "collection").is_dir():
         msg = (
-            f"collection {collection!r} has no dense vector {DEFAULT_DENSE_VECTOR_NAME!r} to search"
+            f"{root} holds collections of qdrant-client's local mode, which an earlier version "
+            f"wrote; this version keeps collections in Qdrant Edge folders: ingest your files "
+            f"again with --qdrant-path set to a new folder (or move {root} away first)"
         )
         raise ValueError(msg)
-    if params.size != embed_model.embedding_size:
-        msg = (
-            f"collection {collection!r} holds vectors of {params.size} numbers, but "
-            f"{embed_model.model_name} makes {embed_model.embedding_size}: pass the --embed-model "
-            f"it was ingested with, or use another collection"
-        )
-        raise ValueError(msg)
-
-
-def collection_store(
-    client: QdrantClient, collection: str, sparse_model: FastEmbedSparseEmbedding | None
-) -> QdrantVectorStore:
-    """Return the store of ``collection``: hybrid with ``sparse_model``, else dense only."""
-    from llama_index.vector_stores.qdrant import QdrantVectorStore
-
-    if sparse_model is not None:
-        return qdrant_hybrid_store(collection, client=client, sparse_model=sparse_model)
-    return QdrantVectorStore(collection_name=collection, client=client)
-
-
-def stored_chunk_ids(client: QdrantClient, collection: str) -> dict[str, set[str]]:
-    """Return the ids of the points in ``collection``, by their document id."""
-    from llama_index.vector_stores.qdrant.base import DOCUMENT_ID_KEY
-
-    chunks: dict[str, set[str]] = {}
-    offset = None
-    while True:
-        points, offset = client.scroll(
-            collection,
-            limit=1024,
-            offset=offset,
-            with_payload=[DOCUMENT_ID_KEY],
-            with_vectors=False,
-        )
-        for point in points:
-            doc_id = (point.payload or {}).get(DOCUMENT_ID_KEY)
-            if isinstance(doc_id, str):
-                chunks.setdefault(doc_id, set()).add(str(point.id))
-        if offset is None:
-            return chunks

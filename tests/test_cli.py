@@ -13,22 +13,20 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from llama_index.vector_stores.qdrant.base import DEFAULT_DENSE_VECTOR_NAME as DENSE_VECTOR
-from qdrant_client import QdrantClient, models
+from llama_index.core.schema import TextNode
 
 import offline_models
 from conftest import JsonHandler, serving
+from llama_index_fastembed_rerank import QdrantEdgeVectorStore
 from llama_index_fastembed_rerank.ingest import WRITE_BATCH
-from llama_index_fastembed_rerank.qdrant import RECORD_KEY
+from llama_index_fastembed_rerank.qdrant import RECORD_KEY, embedded_collections
 
 EMBED = offline_models.EMBED_MODEL
 MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.json").read_text())
@@ -51,10 +49,10 @@ def run(*args: str, cache: Path, env: dict[str, str] | None = None, **kwargs):
     )
 
 
-def points(qdrant: Path, collection: str) -> list[models.Record]:
-    """Every point of a collection; the client is closed again, so the command can open it."""
-    with closing(QdrantClient(path=str(qdrant))) as client:
-        return client.scroll(collection, limit=10_000, with_payload=True)[0]
+def points(qdrant: Path, collection: str) -> list:
+    """Every point of a collection; the folder is closed again, so the command can open it."""
+    with QdrantEdgeVectorStore(qdrant / collection) as store:
+        return list(store.iter_points())
 
 
 def write_pdf(path: Path, pages: list[str]) -> None:
@@ -284,25 +282,24 @@ def test_cli_query_hybrid_fuses_dense_and_bm25(ingested, loan_cache, corpus):
 )
 def test_cli_foreseen_failures_are_one_error_line(ingested, loan_cache, corpus, args, message):
     _, qdrant = ingested
-    vectors = models.VectorParams(size=384, distance="Cosine")
-    with closing(QdrantClient(path=str(qdrant))) as client:
-        if not client.collection_exists("dense"):  # a collection made without the command
-            client.create_collection("dense", vectors)
-        if not client.collection_exists("plain"):  # as ingest without --hybrid makes it
-            client.create_collection(
-                "plain",
-                {DENSE_VECTOR: vectors},
-                metadata={RECORD_KEY: {"embed_model": EMBED, "sparse_model": None}},
-            )
+    point = TextNode(text="x", id_="00000000-0000-0000-0000-000000000001", embedding=[0.1] * 384)
+    if "dense" not in embedded_collections(qdrant):  # a collection made without the command
+        with QdrantEdgeVectorStore(qdrant / "dense") as store:
+            store.add([point])
+    if "plain" not in embedded_collections(qdrant):  # as ingest without --hybrid makes it
+        with QdrantEdgeVectorStore(qdrant / "plain") as store:
+            store.write_metadata({RECORD_KEY: {"embed_model": EMBED, "sparse_model": None}})
+            store.add([point])
+    before = {name: points(qdrant, name) for name in embedded_collections(qdrant)}
     done = run(*args, "--qdrant-path", str(qdrant), cache=loan_cache, cwd=corpus)
     assert done.returncode == 2
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: ")
     assert message in line
-    with closing(QdrantClient(path=str(qdrant))) as client:  # nothing written
-        names = sorted(c.name for c in client.get_collections().collections)
-        assert names == ["dense", "docs", "plain"]
+    # nothing written
+    assert sorted(before) == embedded_collections(qdrant) == ["dense", "docs", "plain"]
+    assert all(points(qdrant, name) == stored for name, stored in before.items())
 
 
 def test_cli_server_credentials_are_never_printed(loan_cache):
@@ -335,10 +332,9 @@ def test_cli_a_qdrant_servers_refusal_is_one_error_line(loan_cache):
             cache=loan_cache, env={"QDRANT_API_KEY": "s3cret-key"},
         )  # fmt: skip
     assert done.returncode == 2
-    # qdrant-client's own warning about a key sent over plain http stays: it is the user's
-    # to see.
+    # The key goes over plain http: said once, in the command's words, without the key.
     assert done.stderr.splitlines()[:-1] == [
-        "warning: Api key is used with an insecure connection."
+        f"warning: QDRANT_API_KEY is sent to {url} unencrypted: use an https:// URL"
     ]
     line = done.stderr.splitlines()[-1]
     assert line.startswith("error: Qdrant: ")
@@ -386,53 +382,56 @@ def test_cli_ingest_again_writes_nothing_replaces_changed_files_and_prunes(tmp_p
 
 
 def _stored(qdrant: Path, collection: str) -> int:
-    """Points written so far, read from embedded Qdrant's SQLite while the command runs."""
-    storage = qdrant / "collection" / collection / "storage.sqlite"
-    try:
-        with closing(sqlite3.connect(f"file:{storage}?mode=ro", uri=True, timeout=0.1)) as db:
-            return int(db.execute("SELECT count(*) FROM points").fetchone()[0])
-    except sqlite3.Error:  # not created yet, or locked for a moment
-        return 0
+    with QdrantEdgeVectorStore(qdrant / collection) as store:
+        return store.count()
 
 
-def _interrupt(args: list[str], cache: Path, qdrant: Path, more_than: int, sig: int) -> int:
-    """Start an ingest and send ``sig`` once it has written more than ``more_than`` points."""
+def _interrupt(args: list[str], cache: Path, sig: int) -> int:
+    """Start an ingest and send ``sig`` as soon as it says its first chunks are written."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_index_fastembed_rerank", *args],
+        [sys.executable, "-m", "llama_index_fastembed_rerank", *args, "--progress-every", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(cache)},
     )
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        if _stored(qdrant, "k") > more_than:
+    assert process.stderr is not None
+    for line in process.stderr:  # blocks until the command writes a line: no sleep, no poll
+        if line.startswith("progress: "):
             process.send_signal(sig)
             break
-        time.sleep(0.005)
-    process.communicate(timeout=120)
+    process.communicate(timeout=600)
     return process.returncode
 
 
 def test_cli_ingest_interrupted_then_rerun_stores_each_chunk_once(tmp_path, loan_cache):
     folder, qdrant = tmp_path / "docs", tmp_path / "qdrant"
     folder.mkdir()
-    # More chunks than one write batch: an interrupt lands between batches, not after all.
-    names = [f"f{i:03}.txt" for i in range(WRITE_BATCH + 44)]
+    # Six write batches: the signal, sent once the first is written, lands with most of the
+    # work still to do. The long file comes first, and its chunks span three batches.
+    long_text = "\n\n".join(f"Part {i}: {MOVIES['descriptions'][i % 20]}" for i in range(700))
+    (folder / "a-long.txt").write_text(long_text)
+    names = [f"f{i:03}.txt" for i in range(6 * WRITE_BATCH - 700)]
     for i, name in enumerate(names):
         (folder / name).write_text(f"Note {i}: {MOVIES['descriptions'][i % 20]}")
     args = ["ingest", str(folder), "--collection", "k", "--qdrant-path", str(qdrant),
-            "--embed-model", EMBED]  # fmt: skip
+            "--embed-model", EMBED, "--chunk-size", "48", "--chunk-overlap", "0"]  # fmt: skip
 
     # Ctrl-C in the middle of the first ingest, then the same command again.
-    assert _interrupt(args, loan_cache, qdrant, 0, signal.SIGINT) == 130
-    assert 0 < _stored(qdrant, "k") < len(names)
-    assert run(*args, cache=loan_cache).returncode == 0
+    assert _interrupt(args, loan_cache, signal.SIGINT) == 130
+    assert 0 < _stored(qdrant, "k") < 4 * WRITE_BATCH
+    done = run(*args, cache=loan_cache)
+    assert done.returncode == 0, done.stderr
+    total = _stored(qdrant, "k")
+    assert total > 5 * WRITE_BATCH
 
-    # Every file changed; SIGKILL once some new chunks are in beside all the old ones.
+    # Every file changed; SIGKILL once the long file's first new chunks are in beside all its
+    # old ones (they go once its new ones are all written).
+    (folder / "a-long.txt").write_text(long_text.replace("Part ", "Revised part "))
     for i, name in enumerate(names):
         (folder / name).write_text(f"Revised note {i}: {MOVIES['descriptions'][(i + 7) % 20]}")
-    assert _interrupt(args, loan_cache, qdrant, len(names), signal.SIGKILL) == -signal.SIGKILL
-    assert _stored(qdrant, "k") > len(names)  # old and new chunks side by side
+    assert _interrupt(args, loan_cache, signal.SIGKILL) == -signal.SIGKILL
+    assert _stored(qdrant, "k") > total  # old and new chunks side by side
     done = run(*args, cache=loan_cache)
     assert done.returncode == 0, done.stderr
     assert ", 0 removed" not in done.stdout  # the old chunks of killed files went now
@@ -443,7 +442,9 @@ def test_cli_ingest_interrupted_then_rerun_stores_each_chunk_once(tmp_path, loan
         by_file.setdefault(Path(point.payload["file_path"]).name, []).append(
             json.loads(point.payload["_node_content"])["text"]
         )
-    assert sorted(by_file) == names
+    assert sorted(by_file) == ["a-long.txt", *names]
+    assert len(stored) == total
+    assert all(text.startswith("Revised part ") for text in by_file["a-long.txt"])
     for i, name in enumerate(names):
         assert by_file[name] == [f"Revised note {i}: {MOVIES['descriptions'][(i + 7) % 20]}"]
 
@@ -635,3 +636,67 @@ def test_cli_default_chunks_fit_the_models_window(tmp_path, loan_cache, real_tex
         "window less 2 special tokens): longer chunks lose their ends when embedded; leave "
         "--chunk-size out to fit the model"
     )
+
+
+def test_cli_refuses_a_folder_of_qdrant_clients_local_mode(tmp_path, loan_cache):
+    from qdrant_client import QdrantClient, models
+
+    old = tmp_path / "qdrant"
+    with closing(QdrantClient(path=str(old))) as client:  # what earlier versions wrote
+        client.create_collection("docs", models.VectorParams(size=384, distance="Cosine"))
+    for args in (["query", "x", "--collection", "docs"], ["ingest", ".", "--collection", "d"]):
+        done = run(*args, "--qdrant-path", str(old), cache=loan_cache, cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            f"error: {old} holds collections of qdrant-client's local mode, which an earlier "
+            "version wrote; this version keeps collections in Qdrant Edge folders: ingest your "
+            "files again with --qdrant-path set to a new folder (or move "
+            f"{old} away first)"
+        ]
+
+
+def test_cli_a_second_process_on_a_folder_is_one_error_line(ingested, loan_cache):
+    _, qdrant = ingested
+    with QdrantEdgeVectorStore(qdrant / "docs"):  # this process holds the folder
+        done = query(ingested, loan_cache, "x", "--no-rerank")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {qdrant / 'docs'} is open in another process (Qdrant Edge opens a folder in one "
+        "process at a time): close that process first, or use another folder"
+    ]
+
+
+def test_cli_push_copies_to_a_server_which_query_then_reads(
+    ingested, loan_cache, monkeypatch, capsys
+):
+    # A server, in this process: qdrant-client's local mode behind the URL the command takes.
+    import qdrant_client
+
+    from llama_index_fastembed_rerank.cli import main
+
+    _, qdrant = ingested
+    server = qdrant_client.QdrantClient(":memory:")
+    server.close = lambda: None  # one server for every command below
+    monkeypatch.setattr(qdrant_client, "QdrantClient", lambda url, **kwargs: server)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("FASTEMBED_CACHE_PATH", str(loan_cache))
+    url = "http://qdrant.test:6333"
+    total = len(points(qdrant, "docs"))
+
+    push = ["push", "--collection", "docs", "--qdrant-path", str(qdrant), "--qdrant-url", url]
+    assert main(push) == 0
+    assert capsys.readouterr().out == (
+        f"docs: {total} points copied to docs at {url}; {total} points there\n"
+    )
+    assert main(push) == 0  # again: nothing missing, nothing copied twice
+    assert (
+        capsys.readouterr().out == f"docs: 0 points copied to docs at {url}; {total} points there\n"
+    )
+
+    ask = ["query", "Paprika", "--collection", "docs", "--hybrid", "--no-rerank", "--json"]
+    assert main([*ask, "--qdrant-path", str(qdrant)]) == 0
+    embedded = json.loads(capsys.readouterr().out)
+    assert main([*ask, "--qdrant-url", url]) == 0  # the models come from the pushed record
+    on_server = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in on_server] == [r["id"] for r in embedded]
+    assert [r["score"] for r in on_server] == pytest.approx([r["score"] for r in embedded])

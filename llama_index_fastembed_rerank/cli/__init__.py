@@ -3,6 +3,7 @@
 Every failure it can foresee ends in one ``error:`` line on stderr and exit status 2, before
 anything is written. Exit status 1 means an ingest skipped files it could not read (each
 reported) and ingested the rest; 130 an interrupt (run the same command again to finish).
+Warnings are one line each, and texts a model truncated are counted once, at the end.
 
 ``parser`` holds the arguments and imports nothing heavy, so that ``--help`` is instant;
 ``commands`` runs them, importing the models and Qdrant only then; ``output`` prints.
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .output import one_line, quiet_libraries, say
+from .output import one_line, quiet_libraries, say, say_truncations
 from .parser import parser
 
 
@@ -46,3 +47,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted: run the same command again to finish")
         return 130
+    finally:
+        say_truncations()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
+import warnings
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,11 +29,12 @@ from ..rerank import FastEmbedRerank
 from ..sparse import FastEmbedSparseEmbedding
 from . import CommandError
 from .output import (
+    IngestProgressView,
+    PushProgressView,
     one_line,
     print_pypi_models,
     print_results,
     print_table,
-    progress,
     result,
     say,
 )
@@ -48,48 +52,43 @@ def run_ingest(args: argparse.Namespace) -> int:
     if args.chunk_size is not None:
         _check_overlap(args.chunk_size, args.chunk_overlap, "--chunk-size")
     check_paths(args.paths)  # a missing path fails here, before anything is written
-    client, where = _client(args)
-    with closing(client):
-        record = qdrant.collection_record(client, args.collection)
-        embed_name, sparse_name = _models(args, record, creating=True)
-        embed_model = _embed_model(embed_name, args)
-        if record is not None or client.collection_exists(args.collection):
-            qdrant.check_dense_vectors(client, args.collection, embed_model)
-        sparse_model = _sparse_model(sparse_name, args) if sparse_name else None
+    collection = _collection(args)
+    with closing(collection):
+        models = _models(args, collection.record(), creating=True)
+        embed_model, sparse_model = _embed_model(models, args), _sparse_model(models, args)
+        if collection.exists():
+            collection.check_dense_vectors(embed_model)
+            collection.store(sparse_model)  # refuses sparse vectors this model cannot use
         embed_model.warm_up()  # a missing model fails here, before the collection is made
         if sparse_model is not None:
             sparse_model.warm_up()
         tokens = model_tokens(embed_model)
         chunk_size = args.chunk_size or (tokens.room if tokens else DEFAULT_CHUNK_SIZE)
         if args.chunk_size is None:
-            _check_overlap(chunk_size, args.chunk_overlap, f"{embed_name}'s chunk size")
+            _check_overlap(chunk_size, args.chunk_overlap, f"{models.embed}'s chunk size")
         elif tokens is not None and args.chunk_size > tokens.room:
             say(
                 f"warning: --chunk-size {args.chunk_size} is more than the {tokens.room} tokens "
-                f"{embed_name} reads (its {tokens.window}-token window less {tokens.special} "
+                f"{models.embed} reads (its {tokens.window}-token window less {tokens.special} "
                 f"special tokens): longer chunks lose their ends when embedded; leave "
                 f"--chunk-size out to fit the model"
             )
-
-        def open_store() -> Any:  # noqa: ANN401 - QdrantVectorStore, imported lazily
-            if not client.collection_exists(args.collection):
-                qdrant.create_collection(client, args.collection, embed_model, sparse_model)
-            return qdrant.collection_store(client, args.collection, sparse_model)
-
-        report = ingest(
-            args.paths,
-            client,
-            args.collection,
-            open_store,
-            embed_model,
-            chunk_size=chunk_size,
-            chunk_overlap=args.chunk_overlap,
-            prune=args.prune,
-            progress=progress,
-            tokenizer=tokens,
-        )
-        exists = client.collection_exists(args.collection)
-        total = client.count(args.collection, exact=True).count if exists else 0
+        view = IngestProgressView(args.progress_every)
+        try:
+            report = ingest(
+                args.paths,
+                collection,
+                embed_model,
+                sparse_model,
+                chunk_size=chunk_size,
+                chunk_overlap=args.chunk_overlap,
+                prune=args.prune,
+                progress=view,
+                tokenizer=tokens,
+            )
+        finally:
+            view.close()
+        total = collection.count()
     for path, reason in report.skipped:
         # A name that is not UTF-8 is shown with its bytes escaped (\xe9).
         shown = os.fsencode(path).decode(errors="backslashreplace")
@@ -107,7 +106,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     if report.ignored:
         parts.append(f"{report.ignored} hidden or of other types left out")
     print(  # noqa: T201
-        f"{args.collection}: {', '.join(parts)}; {total} chunks in the collection ({where})"
+        f"{args.collection}: {', '.join(parts)}; {total} chunks in the collection "
+        f"({collection.where})"
     )
     return 1 if report.skipped else 0
 
@@ -122,20 +122,19 @@ def run_query(args: argparse.Namespace) -> int:
     """Retrieve, rerank and print the best chunks for a text."""
     from llama_index.core import VectorStoreIndex
 
-    client, _ = _client(args)
-    with closing(client):
-        record = qdrant.collection_record(client, args.collection)
-        if record is None and not client.collection_exists(args.collection):
-            names = sorted(c.name for c in client.get_collections().collections)
+    collection = _collection(args)
+    with closing(collection):
+        if not collection.exists():
             msg = (
                 f"No collection {args.collection!r} here (collections: "
-                f"{', '.join(names) or 'none'}): ingest into it first"
+                f"{', '.join(collection.names()) or 'none'}; {collection.where}): ingest into "
+                f"it first"
             )
             raise CommandError(msg)
-        embed_name, sparse_name = _models(args, record, creating=False)
-        embed_model = _embed_model(embed_name, args)
-        qdrant.check_dense_vectors(client, args.collection, embed_model)
-        sparse_model = _sparse_model(sparse_name, args) if args.hybrid and sparse_name else None
+        models = _models(args, collection.record(), creating=False)
+        embed_model = _embed_model(models, args)
+        collection.check_dense_vectors(embed_model)
+        sparse_model = _sparse_model(models, args) if args.hybrid else None
         reranker = None
         if not args.no_rerank:
             reranker = FastEmbedRerank(
@@ -144,7 +143,7 @@ def run_query(args: argparse.Namespace) -> int:
         for model in (embed_model, sparse_model, reranker):
             if model is not None:
                 model.warm_up()
-        store = qdrant.collection_store(client, args.collection, sparse_model)
+        store = collection.store(sparse_model)
         index = VectorStoreIndex.from_vector_store(store, embed_model=embed_model)
         mode: dict[str, Any] = {}
         if sparse_model is not None:
@@ -161,6 +160,36 @@ def run_query(args: argparse.Namespace) -> int:
         print()  # noqa: T201
     else:
         print_results(rows, sys.stdout, reranked=reranker is not None)
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """Copy an embedded collection to a Qdrant server, resumably."""
+    from ..edge import push_to_qdrant
+
+    url = args.qdrant_url or os.environ.get("QDRANT_URL")
+    if not url:
+        msg = "push needs the server to copy to: pass --qdrant-url (or set QDRANT_URL)"
+        raise CommandError(msg)
+    source = _embedded(args)
+    if not source.exists():
+        msg = (
+            f"No collection {args.collection!r} in {source.root} (collections: "
+            f"{', '.join(source.names()) or 'none'}): pass the --qdrant-path it was ingested into"
+        )
+        raise CommandError(msg)
+    client, where = _server(url)
+    view = PushProgressView()
+    with closing(client):
+        try:
+            copied = push_to_qdrant(source.path, client, args.to or args.collection, progress=view)
+        finally:
+            view.close()
+        total = client.count(args.to or args.collection, exact=True).count
+    print(  # noqa: T201
+        f"{args.collection}: {copied} points copied to {args.to or args.collection} at "
+        f"{where}; {total} points there"
+    )
     return 0
 
 
@@ -213,42 +242,57 @@ def run_models_from_pypi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> tuple[QdrantClient, str]:
-    """Connect to Qdrant; return the client and where it is, with no credentials in it."""
-    try:
-        from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: F401
-        from qdrant_client import QdrantClient
-    except ImportError as e:
-        msg = f"ingest and query need the Qdrant vector store: {INSTALL_HINT}"
-        raise CommandError(msg) from e
+def _collection(args: argparse.Namespace) -> qdrant.Collection:
+    """Return the collection the command works on: on a server with --qdrant-url, else embedded."""
     url = args.qdrant_url or os.environ.get("QDRANT_URL")
     if url and args.qdrant_path:
         msg = "pass --qdrant-url (or QDRANT_URL) or --qdrant-path, not both"
         raise CommandError(msg)
     if url:
-        where = _without_credentials(url)
-        # The key only ever travels to the server: never printed, logged or stored.
-        client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None)
-        try:
-            client.get_collections()
-        except Exception as e:  # qdrant-client raises several kinds for an unreachable server
-            client.close()
-            msg = f"cannot reach Qdrant at {where}: {type(e).__name__}: {e}"
-            raise CommandError(msg) from e
-        return client, f"Qdrant at {where}"
-    path = Path(args.qdrant_path or default_qdrant_path()).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        msg = f"--qdrant-path {str(path)!r} is a file: pass a folder"
-        raise CommandError(msg)
-    try:
-        client = QdrantClient(path=str(path))
-    except RuntimeError as e:  # the folder is locked by another process
+        client, where = _server(url)
+        return qdrant.ServerCollection(client, args.collection, f"Qdrant at {where}")
+    return _embedded(args)
+
+
+def _embedded(args: argparse.Namespace) -> qdrant.EmbeddedCollection:
+    """Return the collection's folder of Qdrant Edge under --qdrant-path."""
+    if importlib.util.find_spec("qdrant_edge") is None:
         msg = (
-            f"embedded Qdrant at {path} is in use by another process: wait for it, or run a "
-            f"Qdrant server and pass --qdrant-url"
+            "embedded Qdrant needs qdrant-edge-py, which is not installed (where it has no wheel "
+            f"for this platform, use a Qdrant server: pass --qdrant-url): {INSTALL_HINT}"
         )
+        raise CommandError(msg)
+    root = Path(args.qdrant_path or default_qdrant_path()).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        msg = f"--qdrant-path {str(root)!r} is a file: pass a folder"
+        raise CommandError(msg)
+    return qdrant.EmbeddedCollection(root, args.collection)
+
+
+def _server(url: str) -> tuple[QdrantClient, str]:
+    """Connect to a Qdrant server; return the client and where it is, without credentials."""
+    try:
+        from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: F401
+        from qdrant_client import QdrantClient
+    except ImportError as e:
+        msg = f"a Qdrant server needs the Qdrant vector store: {INSTALL_HINT}"
         raise CommandError(msg) from e
-    return client, f"embedded Qdrant at {path}"
+    where = _without_credentials(url)
+    api_key = os.environ.get("QDRANT_API_KEY") or None
+    if api_key and urlsplit(url).scheme == "http":
+        say(f"warning: QDRANT_API_KEY is sent to {where} unencrypted: use an https:// URL")
+    with warnings.catch_warnings():
+        # Said above, once, in this command's words; and the version check below is ours.
+        warnings.simplefilter("ignore", UserWarning)
+        # The key only ever travels to the server: never printed, logged or stored.
+        client = QdrantClient(url=url, api_key=api_key, check_compatibility=False)
+    try:
+        client.get_collections()
+    except Exception as e:  # qdrant-client raises several kinds for an unreachable server
+        client.close()
+        msg = f"cannot reach Qdrant at {where}: {type(e).__name__}: {e}"
+        raise CommandError(msg) from e
+    return client, where
 
 
 def _without_credentials(url: str) -> str:
@@ -258,10 +302,17 @@ def _without_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _models(
-    args: argparse.Namespace, record: dict[str, Any] | None, *, creating: bool
-) -> tuple[str, str | None]:
-    """Return the dense and sparse model names, checked against the collection's record."""
+@dataclass(frozen=True)
+class _Models:
+    """The models of a collection: those it records, else those the options name."""
+
+    embed: str
+    sparse: str | None
+    sparse_path: str | None
+
+
+def _models(args: argparse.Namespace, record: dict[str, Any] | None, *, creating: bool) -> _Models:
+    """Return the dense and sparse models, checked against the collection's record."""
     if args.sparse_model and not args.hybrid:
         msg = f"--sparse-model {args.sparse_model} is for --hybrid: add --hybrid"
         raise CommandError(msg)
@@ -269,12 +320,14 @@ def _models(
         msg = f"--sparse-model-path {args.sparse_model_path} is for --hybrid: add --hybrid"
         raise CommandError(msg)
     wants_hybrid = bool(args.hybrid)
+    sparse_path = args.sparse_model_path
     if record is None:
         sparse = (args.sparse_model or DEFAULT_SPARSE_MODEL) if wants_hybrid else None
         embed = args.embed_model or DEFAULT_EMBED_MODEL
     else:
         embed = record["embed_model"]
         sparse = record.get("sparse_model")
+        sparse_path = sparse_path or record.get("sparse_model_path")
         if args.embed_model and args.embed_model.lower() != embed.lower():
             msg = (
                 f"collection {args.collection!r} holds vectors of {embed}, not of "
@@ -297,21 +350,19 @@ def _models(
     find_model(TextEmbedding, embed)
     if sparse is not None:
         find_model(SparseTextEmbedding, sparse)
-    return embed, sparse
+    return _Models(embed, sparse if wants_hybrid else None, sparse_path if wants_hybrid else None)
 
 
 def _engine(args: argparse.Namespace) -> dict[str, Any]:
     return {"cache_dir": args.cache_dir} if args.cache_dir else {}
 
 
-def _embed_model(name: str, args: argparse.Namespace) -> FastEmbedEmbedding:
-    return FastEmbedEmbedding(name, **_engine(args))
+def _embed_model(models: _Models, args: argparse.Namespace) -> FastEmbedEmbedding:
+    return FastEmbedEmbedding(models.embed, **_engine(args))
 
 
-def _sparse_model(name: str, args: argparse.Namespace) -> FastEmbedSparseEmbedding:
-    return FastEmbedSparseEmbedding(name, **_engine(args), **_sparse_folder(args))
-
-
-def _sparse_folder(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the sparse model's folder option (``--sparse-model-path``), if given."""
-    return {"specific_model_path": args.sparse_model_path} if args.sparse_model_path else {}
+def _sparse_model(models: _Models, args: argparse.Namespace) -> FastEmbedSparseEmbedding | None:
+    if models.sparse is None:
+        return None
+    folder = {"specific_model_path": models.sparse_path} if models.sparse_path else {}
+    return FastEmbedSparseEmbedding(models.sparse, **_engine(args), **folder)

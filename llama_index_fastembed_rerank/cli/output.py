@@ -5,16 +5,26 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
+
+from .parser import PROG
 
 if TYPE_CHECKING:
     from llama_index.core.schema import NodeWithScore
+    from tqdm import tqdm
 
+    from ..ingest import IngestProgress
+    from ..inputs import TruncationWarning
     from ..pypi_weights import PypiModels
 
-PROG = "llama-index-fastembed-rerank"
+# The progress bar on the terminal, while one shows: lines are printed above it.
+_BAR: tqdm[Any] | None = None
+# Truncation warnings of this command, added up per model and kind of text: said once, at
+# the end (one per batch would bury the output).
+_TRUNCATED: dict[tuple[str, str], tuple[TruncationWarning, int, int]] = {}
 
 
 def one_line(error: object) -> str:
@@ -41,8 +51,117 @@ def _validation_problem(problem: dict[str, Any]) -> object:
 
 
 def say(line: str) -> None:
-    """Print one of the command's own lines on stderr (``error: ...``, ``warning: ...``)."""
-    print(line, file=sys.stderr)  # noqa: T201
+    """Print one of the command's own lines on stderr (``error: ...``, ``warning: ...``).
+
+    Where a progress bar shows, the line goes above it.
+    """
+    if _BAR is not None:
+        _BAR.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)  # noqa: T201
+
+
+class IngestProgressView:
+    """Show where an ingest stands: a bar of chunks on a terminal, a line now and then elsewhere.
+
+    Off a terminal (a pipe, a log) a line is printed every ``every_s`` seconds, and a last one
+    at the end once any was; with ``every_s=0``, one for each batch of chunks written.
+    """
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        """Show nothing yet."""
+        self.every_s = every_s
+        self.terminal = sys.stderr.isatty()
+        self.last_line = time.monotonic()
+        self.said = ""
+        self.written = 0
+        self.status: IngestProgress | None = None
+
+    def __call__(self, status: IngestProgress) -> None:
+        """Show ``status``."""
+        global _BAR
+        self.status = status
+        if self.terminal:
+            if _BAR is None:
+                from tqdm import tqdm
+
+                _BAR = tqdm(total=0, unit="chunks", file=sys.stderr, dynamic_ncols=True)
+            _BAR.total = max(status.chunks_found, 1)
+            _BAR.n = status.chunks_written
+            _BAR.set_description(f"{status.files_read}/{status.files} files read", refresh=False)
+            _BAR.refresh()
+            return
+        now = time.monotonic()
+        if self.every_s:
+            due = now - self.last_line >= self.every_s
+        else:
+            due = status.chunks_written > self.written
+        self.written = status.chunks_written
+        if due:
+            self.last_line = now
+            self.said = self.line(status)
+            say(self.said)
+
+    @staticmethod
+    def line(status: IngestProgress) -> str:
+        """Say where the ingest stands, on one line."""
+        return (
+            f"progress: {status.files_read:,} of {status.files:,} files read, "
+            f"{status.chunks_written:,} of {status.chunks_found:,} new chunks written"
+        )
+
+    def close(self) -> None:
+        """End the bar, or print the last line where lines were printed."""
+        global _BAR
+        if _BAR is not None:
+            _BAR.close()
+            _BAR = None
+        elif self.said and self.status is not None and self.line(self.status) != self.said:
+            say(self.line(self.status))
+
+
+class PushProgressView:
+    """Show a push's progress: a bar of points on a terminal, a line now and then elsewhere."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        """Show nothing yet."""
+        self.every_s = every_s
+        self.terminal = sys.stderr.isatty()
+        self.last_line = 0.0
+        self.done = self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        """Show that ``done`` of ``total`` points are copied (or were there already)."""
+        global _BAR
+        self.done, self.total = done, total
+        if self.terminal:
+            if _BAR is None:
+                from tqdm import tqdm
+
+                _BAR = tqdm(total=total, unit="points", file=sys.stderr, dynamic_ncols=True)
+            _BAR.n = done
+            _BAR.refresh()
+            return
+        now = time.monotonic()
+        if not self.last_line or now - self.last_line >= self.every_s:
+            self.last_line = now
+            say(f"progress: {done:,} of {total:,} points pushed")
+
+    def close(self) -> None:
+        """End the bar, or print the last line where lines were printed."""
+        global _BAR
+        if _BAR is not None:
+            _BAR.close()
+            _BAR = None
+        elif self.last_line:
+            say(f"progress: {self.done:,} of {self.total:,} points pushed")
+
+
+def say_truncations() -> None:
+    """Say, once each, how many texts the command's models truncated in all."""
+    for warning, truncated, total in _TRUNCATED.values():
+        say(f"warning: {warning.text(truncated, total)}")
+    _TRUNCATED.clear()
 
 
 def result(node: NodeWithScore, retrieval_score: Any) -> dict[str, Any]:  # noqa: ANN401
@@ -125,14 +244,6 @@ def print_pypi_models(built: PypiModels, cache_dir: str | None, out: TextIO) -> 
         print(line, file=out)
 
 
-def progress(items: Iterable[Any], description: str, total: int) -> Iterator[Any]:
-    """Show progress over ``items`` on stderr where it is a terminal."""
-    from tqdm import tqdm
-
-    # disable=None: shown on a terminal, silent in pipes, logs and tests.
-    yield from tqdm(items, desc=description, total=total, disable=None, file=sys.stderr)
-
-
 def quiet_libraries() -> None:
     """Leave stderr to this command's own lines: error:, warning: and progress."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
@@ -157,6 +268,13 @@ def quiet_libraries() -> None:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
+        from ..inputs import TruncationWarning  # loaded by then: a model warned
+
+        if isinstance(message, TruncationWarning):
+            key = (message.model_name, message.items)
+            _, truncated, total = _TRUNCATED.get(key, (message, 0, 0))
+            _TRUNCATED[key] = (message, truncated + message.truncated, total + message.total)
+            return
         say(f"warning: {one_line(message)}")
 
     warnings.showwarning = show

@@ -100,6 +100,14 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--prune", action="store_true", help="remove the chunks of files under PATH that are gone"
     )
+    ingest.add_argument(
+        "--progress-every",
+        type=_at_least(0),
+        default=30,
+        metavar="SECONDS",
+        help="where stderr is not a terminal (a log, a pipe), a progress line this often "
+        "(default 30; 0: one for each batch of chunks written)",
+    )
     ingest.set_defaults(run="run_ingest")
 
     query = commands.add_parser(
@@ -126,6 +134,24 @@ def parser() -> argparse.ArgumentParser:
     )
     query.add_argument("--json", action="store_true", help="print the results as JSON")
     query.set_defaults(run="run_query")
+
+    push = commands.add_parser(
+        "push",
+        help="copy an embedded collection to a Qdrant server; again, only what is missing",
+        description=(
+            "Copy every point of an embedded collection (--qdrant-path) to a Qdrant server "
+            "(--qdrant-url, key from $QDRANT_API_KEY), into a collection made with the same "
+            "vectors; query it there with --qdrant-url. Running it again copies only the "
+            "points the server does not have yet."
+        ),
+    )
+    push.add_argument("--collection", required=True, help="the embedded collection")
+    push.add_argument(
+        "--qdrant-path", help=f"folder of embedded Qdrant (default: {default_qdrant_path()})"
+    )
+    push.add_argument("--qdrant-url", help="the Qdrant server or cluster (default: $QDRANT_URL)")
+    push.add_argument("--to", metavar="NAME", help="the server's collection (default: the same)")
+    push.set_defaults(run="run_push")
 
     manage = commands.add_parser("models", help="list, import, export and build models")
     actions = manage.add_subparsers(dest="action", required=True, metavar="ACTION")
