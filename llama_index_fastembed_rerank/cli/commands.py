@@ -127,8 +127,7 @@ def run_query(args: argparse.Namespace) -> int:
         if not collection.exists():
             msg = (
                 f"No collection {args.collection!r} here (collections: "
-                f"{', '.join(collection.names()) or 'none'}; {collection.where}): ingest into "
-                f"it first"
+                f"{', '.join(collection.names()) or 'none'}): ingest into it first"
             )
             raise CommandError(msg)
         models = _models(args, collection.record(), creating=False)
