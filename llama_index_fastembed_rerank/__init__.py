@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    __version__: str
     from .edge import QdrantEdgeVectorStore, push_to_qdrant
     from .embedding import FastEmbedEmbedding
     from .fusion import distribution_based_score_fusion, reciprocal_rank_fusion
@@ -38,10 +38,15 @@ __all__ = [
     "qdrant_hybrid_store",
     "reciprocal_rank_fusion",
 ]
-__version__ = importlib.metadata.version("llama-index-fastembed-rerank")
 
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 - whichever public object is asked for
+    if name == "__version__":  # read from the installed metadata, once asked for
+        import importlib.metadata
+
+        value: Any = importlib.metadata.version("llama-index-fastembed-rerank")
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         msg = f"module {__name__!r} has no attribute {name!r}"

@@ -21,7 +21,6 @@ from .. import qdrant
 from ..cache_layout import cached_files, default_cache_dir
 from ..default_models import DEFAULT_EMBED_MODEL, DEFAULT_SPARSE_MODEL
 from ..embedding import FastEmbedEmbedding
-from ..ingest import INSTALL_HINT, check_paths, ingest, model_tokens
 from ..loading import find_model
 from ..model_check import KINDS
 from ..offline import export_model, import_model
@@ -49,6 +48,9 @@ DEFAULT_CHUNK_SIZE = 256
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Ingest files and folders into a collection; 1 if some were skipped."""
+    # Here, not at the top: the sentence splitter's nltk takes seconds to import.
+    from ..ingest import check_paths, ingest, model_tokens
+
     if args.chunk_size is not None:
         _check_overlap(args.chunk_size, args.chunk_overlap, "--chunk-size")
     check_paths(args.paths)  # a missing path fails here, before anything is written
@@ -256,6 +258,8 @@ def _collection(args: argparse.Namespace) -> qdrant.Collection:
 def _embedded(args: argparse.Namespace) -> qdrant.EmbeddedCollection:
     """Return the collection's folder of Qdrant Edge under --qdrant-path."""
     if importlib.util.find_spec("qdrant_edge") is None:
+        from ..ingest import INSTALL_HINT
+
         msg = (
             "embedded Qdrant needs qdrant-edge-py, which is not installed (where it has no wheel "
             f"for this platform, use a Qdrant server: pass --qdrant-url): {INSTALL_HINT}"
@@ -274,6 +278,8 @@ def _server(url: str) -> tuple[QdrantClient, str]:
         from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: F401
         from qdrant_client import QdrantClient
     except ImportError as e:
+        from ..ingest import INSTALL_HINT
+
         msg = f"a Qdrant server needs the Qdrant vector store: {INSTALL_HINT}"
         raise CommandError(msg) from e
     where = _without_credentials(url)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from .. import __version__
+import llama_index_fastembed_rerank
+
 from ..default_models import DEFAULT_EMBED_MODEL, DEFAULT_RERANK_MODEL, DEFAULT_SPARSE_MODEL
 
 PROG = "llama-index-fastembed-rerank"
@@ -18,6 +19,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed version, read only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.exit(0, f"{parser.prog} {llama_index_fastembed_rerank.__version__}\n")
 
 
 def default_qdrant_path() -> Path:
@@ -36,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
             "retrieve, then rerank with a cross-encoder."
         ),
     )
-    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    top.add_argument("--version", action=_Version, help="show the version and exit")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cache = _Parser(add_help=False)
