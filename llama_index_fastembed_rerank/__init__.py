@@ -42,9 +42,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 - whichever public object is asked for
     if name == "__version__":  # read from the installed metadata, once asked for
-        import importlib.metadata
+        from importlib import metadata
 
-        value: Any = importlib.metadata.version("llama-index-fastembed-rerank")
+        value: Any = metadata.version("llama-index-fastembed-rerank")
         globals()[name] = value
         return value
     module = _EXPORTS.get(name)

@@ -110,10 +110,18 @@ def test_cli_hybrid_with_splade_tiny_from_its_folder(from_pypi, offline_cache, t
     assert found.returncode == 0, found.stderr
     (hit,) = json.loads(found.stdout)
     assert "Jeanne d'Arc" in hit["text"]
-    # Without the folder, the name alone is SPLADE++, which is not in the cache.
-    line = error_line(run("query", "heresy", *common, "--no-rerank"))
+    # The collection records the folder: later commands need not name it again.
+    again = run("query", "Joan of Arc heresy trial", *common, "--no-rerank", "--top-n", "1",
+                "--json")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == [hit]
+    # A folder without the model is named with the command line's flag.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = error_line(run("query", "heresy", *common, "--sparse-model-path", str(empty),
+                          "--no-rerank"))  # fmt: skip
     assert "prithivida/Splade_PP_en_v1" in line
-    assert "pass --sparse-model-path a folder with its ONNX and tokenizer files" in line
+    assert f"--sparse-model-path {empty} has no model.onnx" in line
     assert not any(word in line for word in LIBRARY_WORDS)
 
 

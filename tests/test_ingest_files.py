@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import Document, MetadataMode
 from llama_index.core.utils import get_tokenizer
-from qdrant_client import QdrantClient
 
 import offline_models
 from llama_index_fastembed_rerank import FastEmbedEmbedding
@@ -34,6 +33,7 @@ from llama_index_fastembed_rerank.ingest import (
     sections,
     splitter,
 )
+from llama_index_fastembed_rerank.qdrant import EmbeddedCollection
 
 MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.json").read_text())
 DESCRIPTIONS: list[str] = MOVIES["descriptions"]
@@ -262,13 +262,14 @@ def test_ingest_skips_a_file_that_vanishes_after_the_walk_and_takes_the_rest(min
     for i in range(3):
         (folder / f"{i}.txt").write_text(DESCRIPTIONS[i])
 
-    def progress(items, description, total):
-        for item in items:
-            if description == "Reading" and item.name == "0.txt":
-                (folder / "1.txt").unlink()  # listed, then removed before it is read
-            yield item
+    def progress(status):
+        if status.files_read == 1:  # 0.txt is read; 1.txt was listed, and goes now
+            (folder / "1.txt").unlink(missing_ok=True)
 
-    report = _ingest_into(tmp_path / "qdrant", folder, minilm, progress)
+    with closing(EmbeddedCollection(tmp_path / "qdrant", "c")) as collection:
+        report = ingest(
+            [folder], collection, minilm, chunk_size=254, chunk_overlap=32, progress=progress
+        )
     assert report.skipped == [
         (
             folder / "1.txt",
@@ -277,26 +278,6 @@ def test_ingest_skips_a_file_that_vanishes_after_the_walk_and_takes_the_rest(min
         )
     ]
     assert (report.files, report.chunks_written) == (3, 2)
-
-
-def _ingest_into(qdrant: Path, folder: Path, embed_model, progress=None):
-    """Ingest ``folder`` into a new embedded Qdrant collection, as the command line does."""
-    from llama_index.vector_stores.qdrant import QdrantVectorStore
-    from qdrant_client import models
-
-    with closing(QdrantClient(path=str(qdrant))) as client:
-
-        def open_store():
-            if not client.collection_exists("c"):
-                client.create_collection(
-                    "c", {"text-dense": models.VectorParams(size=384, distance="Cosine")}
-                )
-            return QdrantVectorStore(collection_name="c", client=client)
-
-        return ingest(
-            [folder], client, "c", open_store, embed_model,
-            chunk_size=254, chunk_overlap=32, progress=progress,
-        )  # fmt: skip
 
 
 def test_files_hold_no_nul_bytes_that_pass_for_text(tmp_path):

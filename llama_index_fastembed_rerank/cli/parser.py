@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,7 +29,10 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        parser.exit(0, f"{parser.prog} {llama_index_fastembed_rerank.__version__}\n")
+        parser._print_message(
+            f"{parser.prog} {llama_index_fastembed_rerank.__version__}\n", sys.stdout
+        )
+        parser.exit()
 
 
 def default_qdrant_path() -> Path:
