@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -508,7 +509,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     def read_metadata(self) -> dict[str, Any]:
         """Return the metadata last written by ``write_metadata`` ({} if none)."""
         with self._lock() as folder:
-            return dict(folder.record.get("metadata", {}))
+            return copy.deepcopy(folder.record.get("metadata", {}))
 
     def write_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Replace the collection's metadata with ``metadata``, atomically, in the folder.
