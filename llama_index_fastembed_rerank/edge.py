@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import logging
 import math
@@ -27,7 +28,6 @@ import os
 import shutil
 import sys
 import tempfile
-import textwrap
 import threading
 import uuid
 import weakref
@@ -54,6 +54,8 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from .fusion import reciprocal_rank_fusion
 from .inputs import shown
+from .options import document_options
+from .qdrant import check_hybrid_options
 from .sparse import FastEmbedSparseEmbedding
 
 if TYPE_CHECKING:
@@ -323,30 +325,7 @@ def _point_id(node_id: object, what: str) -> str:
         raise ValueError(msg) from None
 
 
-def _document_options(cls: type[QdrantEdgeVectorStore]) -> type[QdrantEdgeVectorStore]:
-    """Put an ``Args:`` section made of the options' ``Field(description=...)`` before Example.
-
-    Each option's text is written once, in its field, as engine.document_options does for the
-    fastembed classes.
-    """
-    doc = (cls.__doc__ or "").rstrip()
-    # The docstring keeps its source indentation (before Python 3.13); the section matches it.
-    body = [line for line in doc.splitlines()[1:] if line.strip()]
-    indent = min((len(line) - len(line.lstrip()) for line in body), default=0) * " "
-    lines = [f"{indent}Args:"]
-    for name in ("path", "sparse_model", "fusion"):
-        lines += textwrap.wrap(
-            f"{name}: {cls.model_fields[name].description}",
-            width=88,
-            initial_indent=indent + "    ",
-            subsequent_indent=indent + "        ",
-        )
-    head, example, tail = doc.partition(f"\n{indent}Example:")
-    cls.__doc__ = head.rstrip() + "\n\n" + "\n".join(lines) + "\n" + example + tail + "\n"
-    return cls
-
-
-@_document_options
+@functools.partial(document_options, names=("path", "sparse_model", "fusion"))
 class QdrantEdgeVectorStore(BasePydanticVectorStore):
     """A LlamaIndex vector store in one folder, on Qdrant Edge (Qdrant's engine, in process).
 
@@ -440,18 +419,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         if isinstance(sparse_model, Mapping):  # from_dict / from_json
             fields = {k: v for k, v in sparse_model.items() if k != "class_name"}
             sparse_model = FastEmbedSparseEmbedding.model_validate(fields)
-        if sparse_model is not None and not isinstance(sparse_model, FastEmbedSparseEmbedding):
-            msg = (
-                f"sparse_model must be a FastEmbedSparseEmbedding, got {shown(sparse_model)}: "
-                f"pass sparse_model=FastEmbedSparseEmbedding('Qdrant/bm25') or another model"
-            )
-            raise TypeError(msg)
-        if not callable(fusion):
-            msg = (
-                f"fusion must be a function such as reciprocal_rank_fusion or "
-                f"distribution_based_score_fusion, got {shown(fusion)}"
-            )
-            raise TypeError(msg)
+        check_hybrid_options(sparse_model, fusion)
         super().__init__(path=os.fspath(path), sparse_model=sparse_model, fusion=fusion, **data)
 
     def model_post_init(self, context: Any, /) -> None:  # noqa: ANN401 - pydantic's context

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fastembed.common.types import Device
@@ -58,14 +58,15 @@ _RESERVED_KWARGS = ("model_name", "lazy_load", "batch_size", "parallel")
 M = TypeVar("M", bound=BaseModel)
 
 
-def document_options(cls: type[M]) -> type[M]:
+def document_options(cls: type[M], names: Sequence[str] | None = None) -> type[M]:
     """End ``cls``'s docstring with an ``Args:`` section made of its options' descriptions.
 
     Each option's text is written once, in its ``Field(description=...)``: ``help()``, the JSON
-    schema and the README's option tables (checked against it by a test) all show that text.
-    Fields inherited from LlamaIndex's base classes are left to LlamaIndex's documentation.
+    schema and the docs' option tables (checked against it by a test) all show that text.
+    ``names`` are the options to list; by default the fields this package's option classes
+    declare (those of LlamaIndex's base classes are left to LlamaIndex's documentation).
     """
-    own = [
+    own = names or [
         name
         for klass in cls.__mro__
         if issubclass(klass, FastEmbedEngineOptions)

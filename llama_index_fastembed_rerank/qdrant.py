@@ -186,6 +186,20 @@ def _check_arguments(
             "QdrantClient(url=..., api_key=...) itself"
         )
         raise ValueError(msg)
+    check_hybrid_options(sparse_model, fusion)
+    for name, fix in _SET_HERE.items():
+        if name in store_kwargs:
+            msg = f"{name} is set by qdrant_hybrid_store: {fix}"
+            raise ValueError(msg)
+
+
+def check_hybrid_options(sparse_model: object, fusion: object) -> None:
+    """Refuse a sparse model or a fusion function of the wrong type, naming the fix.
+
+    Raises:
+        TypeError: ``sparse_model`` is neither None nor a ``FastEmbedSparseEmbedding``, or
+            ``fusion`` cannot be called.
+    """
     if sparse_model is not None and not isinstance(sparse_model, FastEmbedSparseEmbedding):
         msg = (
             f"sparse_model must be a FastEmbedSparseEmbedding, got {shown(sparse_model)}: "
@@ -198,10 +212,6 @@ def _check_arguments(
             f"distribution_based_score_fusion, got {shown(fusion)}"
         )
         raise TypeError(msg)
-    for name, fix in _SET_HERE.items():
-        if name in store_kwargs:
-            msg = f"{name} is set by qdrant_hybrid_store: {fix}"
-            raise ValueError(msg)
 
 
 def _check_existing(
