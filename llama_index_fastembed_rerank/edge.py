@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import uuid
 import weakref
@@ -52,6 +51,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+from . import staging
 from .fusion import reciprocal_rank_fusion
 from .inputs import shown
 from .options import document_options
@@ -275,16 +275,13 @@ def _count(shard: Any, flt: Any) -> int:  # noqa: ANN401 - qdrant_edge objects
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Replace ``path`` with ``data`` as JSON, atomically: a crash leaves the old or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    staged = staging.stage(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        staged.write_text(text, encoding="utf-8")
+        staging.commit(staged, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        staging.discard(staged)
         raise
     _fsync_dir(path.parent)
 

@@ -730,6 +730,8 @@ def test_edge_metadata_is_json_written_atomically(tmp_path):
         assert store.read_metadata() == {}
         store.write_metadata({"a": [1, 2.5, None, {"b": True}]})
         assert store.read_metadata() == {"a": [1, 2.5, None, {"b": True}]}
+        # Readable as the engine's own files are (the staging helper's mode, not mkstemp's).
+        assert (tmp_path / "c" / "collection.json").stat().st_mode & 0o777 == 0o644
         with pytest.raises(TypeError, match="must be JSON"):
             store.write_metadata({"a": {1, 2}})
         with pytest.raises(TypeError, match="must be JSON"):
