@@ -711,3 +711,20 @@ def test_cli_push_copies_to_a_server_which_query_then_reads(
     on_server = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in on_server] == [r["id"] for r in embedded]
     assert [r["score"] for r in on_server] == pytest.approx([r["score"] for r in embedded])
+
+
+def test_cli_without_qdrant_edge_says_to_use_a_server(tmp_path, monkeypatch, capsys):
+    # Where qdrant-edge-py has no wheel, the [cli] extra installs without it (a marker).
+    from llama_index_fastembed_rerank.cli import main
+
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # find_spec then finds nothing
+    (tmp_path / "a.txt").write_text("text")
+    root = tmp_path / "q"
+    code = main(
+        ["ingest", str(tmp_path / "a.txt"), "--collection", "c", "--qdrant-path", str(root)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: embedded Qdrant needs qdrant-edge-py, which is not installed")
+    assert "--qdrant-url" in err
+    assert not root.exists()
