@@ -43,7 +43,6 @@ from qdrant_client import QdrantClient
 import llama_index_fastembed_rerank
 import offline_models
 from llama_index_fastembed_rerank import (
-    FastEmbedEmbedding,
     FastEmbedSparseEmbedding,
     QdrantEdgeVectorStore,
     distribution_based_score_fusion,
@@ -81,20 +80,6 @@ def movie_nodes() -> list[TextNode]:
         )
         for i, text in enumerate(MOVIES["descriptions"])
     ]
-
-
-@pytest.fixture(scope="module")
-def embed_model(offline_cache):
-    return FastEmbedEmbedding(
-        offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
-    )
-
-
-@pytest.fixture(scope="module")
-def sparse_model(offline_cache):
-    return FastEmbedSparseEmbedding(
-        offline_models.SPARSE_MODEL, cache_dir=str(offline_cache), local_files_only=True
-    )
 
 
 @pytest.fixture(scope="module")
