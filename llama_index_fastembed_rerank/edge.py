@@ -29,6 +29,7 @@ import shutil
 import sys
 import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -1209,9 +1210,13 @@ def _push(
             # What the store records of the collection (the command line: its models).
             metadata=store.read_metadata() or None,
         )
-        client.create_payload_index(
-            collection_name, field_name=doc_key, field_schema=models.PayloadSchemaType.KEYWORD
-        )
+        with warnings.catch_warnings():
+            # qdrant-client's local mode (a stand-in for a server) has no payload indexes and
+            # warns so on every call; a server builds the index.
+            warnings.filterwarnings("ignore", "Payload indexes have no effect in the local")
+            client.create_payload_index(
+                collection_name, field_name=doc_key, field_schema=models.PayloadSchemaType.KEYWORD
+            )
     total = store.count()
     done = copied = 0
     batch: list[EdgePoint] = []
