@@ -386,6 +386,10 @@ def _stored(qdrant: Path, collection: str) -> int:
         return store.count()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(args: list[str], cache: Path, sig: int) -> int:
     """Start an ingest and send ``sig`` as soon as it says its first chunks are written."""
     process = subprocess.Popen(
@@ -394,6 +398,9 @@ def _interrupt(args: list[str], cache: Path, sig: int) -> int:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(cache)},
+        # Ctrl-C as at a terminal: a suite started in the background (`pytest &`, some CI
+        # runners) passes SIGINT on ignored, and Python then keeps ignoring it.
+        preexec_fn=_default_sigint,
     )
     assert process.stderr is not None
     for line in process.stderr:  # blocks until the command writes a line: no sleep, no poll
