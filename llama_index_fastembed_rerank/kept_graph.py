@@ -49,8 +49,8 @@ class GraphRewrite(Protocol):
         """The copy's file name part, with the rewrite's version: ``cls-pruned-v1``."""
 
     @property
-    def version(self) -> int:
-        """The rewrite's version: copies written by another version are not used."""
+    def version(self) -> int | str:
+        """The rewrite's version (JSON): copies written by another version are not used."""
 
     @property
     def probe(self) -> Sequence[Any]:

@@ -70,6 +70,22 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingBase, BaseSparseEmbedding):
 
     @model_validator(mode="before")
     @classmethod
+    def _bm25_has_no_weights(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        # "before", so that a refused assignment leaves the instance as it was.
+        if not isinstance(data, dict):
+            return data
+        model_name, quantize = raw_field(cls, data, "model_name"), raw_field(cls, data, "quantize")
+        if isinstance(model_name, str) and model_name.lower() == _BM25 and quantize == "int8":
+            msg = (
+                f"quantize={quantize!r} does not apply to {model_name}: BM25 has no weights to "
+                f"quantize (its vectors count terms). Leave quantize out for BM25, or pick a "
+                f"SPLADE model such as prithivida/Splade_PP_en_v1"
+            )
+            raise ValueError(msg)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _bm25_has_stopwords(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
         # "before", so that a refused assignment leaves the instance as it was.
         if not isinstance(data, dict):
