@@ -20,6 +20,12 @@ _BM25 = "qdrant/bm25"
 # Tamil, which has none.
 _BM25_LANGUAGES_WITHOUT_LIST = ("tamil",)
 
+
+def has_weights(model_name: str) -> bool:
+    """Whether a sparse model has weights to quantize: every model but BM25."""
+    return model_name.lower() != _BM25
+
+
 # What QdrantVectorStore's sparse_doc_fn and sparse_query_fn return: indices and values per text.
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
