@@ -1,10 +1,10 @@
-"""Int8 against fp32: fidelity and speed of quantization.quantize_int8, side by side in one run.
+"""Int8 against fp32: fidelity, speed and loading of ``quantize="int8"``, side by side in one run.
 
 Run ``python benchmarks/int8.py`` (``--help`` for options). Each model runs twice through this
-package's own classes: as published (fp32) and from a copy of its folder whose ONNX graph is
-the int8 one that ``quantize_int8`` makes (``specific_model_path``); for the reranker the int8
-graph is made from the [CLS]-pruned graph that ``FastEmbedRerank`` runs by default
-(``pruning.prune_to_cls``), and runs with ``optimize_graph=False``.
+package's own classes: as published (fp32, the default) and with ``quantize="int8"``, from a
+folder of links to the model's files (``specific_model_path``), so that the int8 graph the
+option keeps beside the model lands in a temporary folder; for the reranker the int8 graph is
+made from the [CLS]-pruned graph that ``FastEmbedRerank`` runs by default.
 
 Models: by default the real weights examples/offline_models.py builds offline:
 sentence-transformers/all-MiniLM-L6-v2 (dense), SPLADE-tiny (sparse; loaded under fastembed's
@@ -43,9 +43,12 @@ the default threads (what a user gets; on a shared machine it moves with the loa
 process's CPU time with one onnxruntime thread (the arithmetic each version does, steadier
 under load). fastembed's own ``TextCrossEncoder.rerank`` is timed too (wall clock).
 
-First load: ``quantize_int8``'s time and the peak RSS while it runs (Linux's VmHWM, reset
-first) in a fresh process that has loaded the fp32 graph, and how long onnxruntime takes to
-build a session on each graph.
+Loads, each in a fresh process with the same imports, ``--load-runs`` times in turns:
+fastembed's own construction of the fp32 model; ``warm_up()`` with ``quantize="int8"`` and no
+int8 graph kept (the first load: it quantizes and keeps the graph); and with the int8 graph
+kept (every later load). Time is the call alone, wall-clock and CPU; peak RSS is the process's
+(Linux's VmHWM, reset after the imports), and "load" that peak less the RSS before the call.
+Medians.
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ import inspect
 import json
 import random
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -82,8 +84,9 @@ from llama_index_fastembed_rerank import (
     _fastembed,
 )
 from llama_index_fastembed_rerank.batching import length_batches
-from llama_index_fastembed_rerank.pruning import _constants, _reads_cls, prune_to_cls
-from llama_index_fastembed_rerank.quantization import full_range_int8, is_quantized, quantize_int8
+from llama_index_fastembed_rerank.cls_pruning import _constants, _reads_cls, prune_to_cls
+from llama_index_fastembed_rerank.kept_graph import kept_path
+from llama_index_fastembed_rerank.quantization import Int8, full_range_int8, is_quantized
 
 SEED = _common.SEED
 CANDIDATES = 20
@@ -187,65 +190,92 @@ def model_graph(engine: object, name: str) -> tuple[Path, str]:
     return Path(str(files[0])[: -len(model_file)]), model_file
 
 
-def int8_folder(source: Path, model_file: str, int8: onnx.ModelProto, dest: Path) -> Path:
-    """Copy the tokenizer and config files of ``source`` to ``dest``, with ``int8`` as graph."""
-    dest.mkdir(parents=True)
-    for path in source.iterdir():
-        if path.is_file() and ".onnx" not in path.name and not path.name.startswith("."):
-            shutil.copy(path, dest / path.name)
-    (dest / model_file).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(int8, str(dest / model_file))
+def linked_folder(source: Path, dest: Path) -> Path:
+    """A folder of links to ``source``'s files: the int8 graph is kept there, not in the cache."""
+    for path in source.rglob("*"):
+        if path.is_file() and not path.name.startswith(".") and ".int8-" not in path.name:
+            link = dest / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
     return dest
 
 
-def quantize_cost(path: Path, prune: bool) -> dict[str, float]:
-    """Quantize in a fresh process (this script, ``--cost-of``); return what it measured."""
-    command = [sys.executable, __file__, "--cost-of", str(path), *(["--prune"] if prune else [])]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+LOADS = ("fastembed", "int8, first load", "int8, kept graph")
+CLASSES: dict[str, tuple[str, str]] = {  # kind: (our class, fastembed's)
+    "dense": ("FastEmbedEmbedding", "TextEmbedding"),
+    "sparse": ("FastEmbedSparseEmbedding", "SparseTextEmbedding"),
+    "rerank": ("FastEmbedRerank", "TextCrossEncoder"),
+}
 
 
-def measure_cost(path: Path, prune: bool) -> None:
-    """Print as JSON: quantize_int8's seconds, RSS before and at peak, session build times."""
+def load_child(kind: str, scenario: str, name: str, folder: str) -> dict[str, float]:
+    """Load the model once as ``scenario`` says; return seconds, CPU, peak and baseline (KiB)."""
+    import fastembed
     import psutil
+    from fastembed.rerank.cross_encoder import TextCrossEncoder
 
-    graph = onnx.load(str(path))
-    if prune:
-        prune_to_cls(graph)
-    # The peak since now: a process started from a big one inherits its high-water mark.
+    import llama_index_fastembed_rerank as package
+
+    offline_models.register_standin()
+    ours, theirs = CLASSES[kind]
+    engine = TextCrossEncoder if theirs == "TextCrossEncoder" else getattr(fastembed, theirs)
+    our_class = getattr(package, ours)  # imported before the clock starts, in every scenario
+    # The peak from now: a process started from a big one inherits its high-water mark.
     Path("/proc/self/clear_refs").write_text("5")
-    before = psutil.Process().memory_info().rss
-    start = time.perf_counter()
-    int8 = quantize_int8(graph)
-    seconds = time.perf_counter() - start
+    baseline = float(psutil.Process().memory_info().rss) / 1024
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if scenario == "fastembed":
+        engine(name, specific_model_path=folder)
+    else:
+        our_class(name, specific_model_path=folder, quantize="int8").warm_up()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     status = Path("/proc/self/status").read_text().split("VmHWM:")[1]
-    peak = int(status.split()[0]) * 1024
-
-    def build(file: str) -> float:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            ort.InferenceSession(file, providers=["CPUExecutionProvider"])
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx.save(graph, f"{tmp}/fp32.onnx")
-        onnx.save(int8, f"{tmp}/int8.onnx")
-        fp32_s, int8_s = build(f"{tmp}/fp32.onnx"), build(f"{tmp}/int8.onnx")
-    figures = {"seconds": seconds, "rss_before": before, "rss_peak": peak}
-    print(json.dumps({**figures, "session_fp32": fp32_s, "session_int8": int8_s}))
+    peak = float(status.split()[0])  # KiB
+    return {"seconds": seconds, "cpu": cpu, "peak": peak, "baseline": baseline}
 
 
-def print_cost(cost: dict[str, float]) -> None:
-    mib = 1 << 20
-    print(
-        f"  first load: quantize_int8 {cost['seconds']:.2f} s, process RSS "
-        f"{cost['rss_before'] / mib:.0f} MiB before and {cost['rss_peak'] / mib:.0f} MiB at peak "
-        f"(+{(cost['rss_peak'] - cost['rss_before']) / mib:.0f} MiB); an onnxruntime session "
-        f"builds in {cost['session_int8']:.3f} s on the int8 graph, {cost['session_fp32']:.3f} s "
-        f"on the fp32 one ({cost['session_int8'] / cost['session_fp32']:.2f}x)"
-    )
+def print_loads(kind: str, name: str, folder: Path, kept: Path, runs: int) -> None:
+    """Time the three loads in fresh processes, in turns; print medians and ratios."""
+    results: dict[str, list[dict[str, float]]] = {s: [] for s in LOADS}
+    for _ in range(runs):
+        for scenario in LOADS:
+            if scenario == "int8, first load":
+                kept.unlink(missing_ok=True)
+            command = [sys.executable, __file__, "--load-child", kind, scenario, name, str(folder)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                msg = f"load {scenario!r} of {name} failed:\n{done.stderr}"
+                raise SystemExit(msg)
+            results[scenario].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    median = {
+        s: {k: statistics.median(r[k] for r in results[s]) for k in ("seconds", "cpu", "peak")}
+        | {"load": statistics.median(r["peak"] - r["baseline"] for r in results[s])}
+        for s in LOADS
+    }
+    fe = median["fastembed"]
+    print(f"  Loads, each in a fresh process, median of {runs} (MiB):")
+    for scenario in LOADS:
+        m = median[scenario]
+        print(
+            f"  {scenario:<18} {m['seconds']:6.3f} s {m['seconds'] / fe['seconds']:5.2f}x  "
+            f"CPU {m['cpu']:6.3f} s {m['cpu'] / fe['cpu']:5.2f}x  peak RSS "
+            f"{m['peak'] / 1024:5.0f} {m['peak'] / fe['peak']:5.2f}x  load "
+            f"{m['load'] / 1024:5.0f} {m['load'] / fe['load']:5.2f}x"
+        )
+    spread = {s: [round(r["seconds"], 3) for r in results[s]] for s in LOADS}
+    print(f"  seconds of every run: {spread}")
+
+
+def made(model: Any, published: Path, rewrite: Int8) -> Path:
+    """Load ``model`` (its int8 graph made now and kept); print the time; return the kept file."""
+    start = time.perf_counter()
+    model.warm_up()
+    kept = kept_path(published, rewrite)
+    if not kept.is_file():
+        msg = f"{published}: no int8 graph was kept (see the log above)"
+        raise SystemExit(msg)
+    print(f"  first load with quantize='int8': {time.perf_counter() - start:.2f} s ({kept.name})")
+    return kept
 
 
 # --- speed -------------------------------------------------------------------------------
@@ -294,9 +324,11 @@ def dense_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], t
     if is_quantized(source / model_file):
         print("  quantized already (fastembed ships it so): skipped")
         return
-    int8_dir = int8_folder(source, model_file, quantize_int8(source / model_file), tmp / "dense")
-    print_cost(quantize_cost(source / model_file, prune=False))
-    int8 = FastEmbedEmbedding(model_name=args.embed_model, specific_model_path=str(int8_dir))
+    int8_dir = linked_folder(source, tmp / "dense")
+    int8 = FastEmbedEmbedding(
+        model_name=args.embed_model, specific_model_path=str(int8_dir), quantize="int8"
+    )
+    kept = made(int8, int8_dir / model_file, Int8())
     queries = [s for _, s, _ in pairs]
     documents = [b for _, _, b in pairs]
     vectors = {}
@@ -318,15 +350,15 @@ def dense_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], t
             f"  {name}: a document embedded alone against in the corpus run: cosine mean "
             f"{same.mean():.6f}, min {same.min():.6f} ({BATCH_ALONE} documents)"
         )
+    if args.load_runs:
+        print_loads("dense", args.embed_model, int8_dir, kept, args.load_runs)
     if args.no_speed:
         return
     print("  Speed, chunks/s:")
     for clock_name, (clock, threads) in CLOCKS.items():
         models = {
             "fp32": FastEmbedEmbedding(model_name=args.embed_model, threads=threads, **options),
-            "int8": FastEmbedEmbedding(
-                model_name=args.embed_model, threads=threads, specific_model_path=str(int8_dir)
-            ),
+            "int8": int8.model_copy(update={"threads": threads}),
         }
         for case, (low, high) in (("100-200 words", (100, 200)), ("mixed 10-400", (10, 400))):
             chunks = _common.make_chunks(args.chunks, low, high)
@@ -343,9 +375,11 @@ def sparse_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], 
     if is_quantized(source / model_file):
         print("  quantized already (fastembed ships it so): skipped")
         return
-    int8_dir = int8_folder(source, model_file, quantize_int8(source / model_file), tmp / "sparse")
-    print_cost(quantize_cost(source / model_file, prune=False))
-    int8 = FastEmbedSparseEmbedding(model_name=args.sparse_model, specific_model_path=str(int8_dir))
+    int8_dir = linked_folder(source, tmp / "sparse")
+    int8 = FastEmbedSparseEmbedding(
+        model_name=args.sparse_model, specific_model_path=str(int8_dir), quantize="int8"
+    )
+    kept = made(int8, int8_dir / model_file, Int8())
     queries = [s for _, s, _ in pairs]
     documents = [b for _, _, b in pairs]
     found = {}
@@ -364,6 +398,8 @@ def sparse_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], 
         f"ten heaviest terms kept: mean {np.mean(top):.3f}, min {np.min(top):.1f}"
     )
     print_retrieval({n: v[1] @ v[0].T for n, v in vectors.items()})
+    if args.load_runs:
+        print_loads("sparse", args.sparse_model, int8_dir, kept, args.load_runs)
     if args.no_speed:
         return
     print("  Speed, chunks/s:")
@@ -372,9 +408,7 @@ def sparse_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], 
             "fp32": FastEmbedSparseEmbedding(
                 model_name=args.sparse_model, threads=threads, **options
             ),
-            "int8": FastEmbedSparseEmbedding(
-                model_name=args.sparse_model, threads=threads, specific_model_path=str(int8_dir)
-            ),
+            "int8": int8.model_copy(update={"threads": threads}),
         }
         chunks = _common.make_chunks(args.chunks, 100, 200)
         runners = {n: _bind(m.get_text_embedding_batch, chunks) for n, m in models.items()}
@@ -385,28 +419,25 @@ def sparse_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], 
 def rerank_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], tmp: Path) -> None:
     options = rerank_options(args)
     fp32 = FastEmbedRerank(model=args.rerank_model, top_n=None, **options)
-    encoder = fp32._encoder()
+    encoder = fp32._model()
     source, model_file = model_graph(encoder, args.rerank_model)
     print(f"\n== Reranker: {args.rerank_model} ({source / model_file})")
     if is_quantized(source / model_file):
         print("  quantized already (fastembed ships it so): skipped")
         return
+    int8_dir = linked_folder(source, tmp / "rerank")
+    int8 = FastEmbedRerank(
+        model=args.rerank_model, top_n=None, specific_model_path=str(int8_dir), quantize="int8"
+    )
+    kept = made(int8, int8_dir / model_file, Int8(after_cls_pruning=True))
     pruned = onnx.load(str(source / model_file))
     pruned_ops = prune_to_cls(pruned)
-    int8_graph = quantize_int8(pruned)
-    int8_dir = int8_folder(source, model_file, int8_graph, tmp / "rerank")
     print(
         f"  int8 made from the [CLS]-pruned graph ({pruned_ops} ops on [CLS] only)"
         if pruned_ops
         else "  no [CLS] read to prune to: int8 made from the published graph"
     )
-    print_cost(quantize_cost(source / model_file, prune=True))
-    int8 = FastEmbedRerank(
-        model=args.rerank_model,
-        top_n=None,
-        specific_model_path=str(int8_dir),
-        optimize_graph=False,
-    )
+    int8_graph = onnx.load(str(kept))
     rng = random.Random(f"{SEED}-rerank")
     chosen = rng.sample(range(len(pairs)), min(args.rerank_queries, len(pairs)))
     cases = []
@@ -455,6 +486,8 @@ def rerank_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], 
         f"  int8, a pair scored alone against in its query's run: |difference| / spread max "
         f"{drift.max():.3f} (5 queries)"
     )
+    if args.load_runs:
+        print_loads("rerank", args.rerank_model, int8_dir, kept, args.load_runs)
     if args.no_speed:
         return
     print("  Speed, pairs/s (one query, 100 texts; fastembed: TextCrossEncoder.rerank):")
@@ -582,11 +615,11 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200, help="texts per speed case")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per speed case")
     parser.add_argument("--no-speed", action="store_true")
-    parser.add_argument("--cost-of", type=Path, help=argparse.SUPPRESS)  # the child process
-    parser.add_argument("--prune", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--load-runs", type=int, default=5, help="fresh processes per load")
+    parser.add_argument("--load-child", nargs=4, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
-    if args.cost_of:
-        measure_cost(args.cost_of, args.prune)
+    if args.load_child:
+        print(json.dumps(load_child(*args.load_child)))
         return
     warnings.filterwarnings("ignore", message=r".*query-document pairs were longer")
     offline = args.cache_dir is None

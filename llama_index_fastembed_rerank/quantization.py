@@ -296,6 +296,9 @@ def _weight_products(model: onnx.ModelProto) -> list[str]:
 # models stays far inside them (tests/test_quantization.py).
 _SCORE_TOLERANCE = 0.25  # of the scores' scale: their largest magnitude, at least 1
 _MIN_COSINE = 0.95
+# Values of each probe row kept with an int8 copy: an embedder's row is tokens x dimensions (x
+# 30,522 words for SPLADE), too large to store and parse at every load.
+_FINGERPRINT_VALUES = 4096
 # The probe of the int8 embedders: one text, unpadded. Their outputs are per token, and what
 # a graph computes at padded positions is never used, so int8 need not match fp32 there.
 _TEXT_PROBE = ("Paris, the capital and largest city of France, lies on the Seine in the north.",)
@@ -356,6 +359,10 @@ class Int8:
         if pruned:
             return f"{pruned} ONNX ops of the last layer now run on [CLS] only; {done}"
         return done
+
+    def fingerprint(self, outputs: Sequence[Any]) -> list[Any]:
+        """The first ``_FINGERPRINT_VALUES`` values of each row of each output."""
+        return [np.asarray(o).reshape(len(o), -1)[:, :_FINGERPRINT_VALUES] for o in outputs]
 
     def accept(self, published: Sequence[Any], rewritten: Sequence[Any]) -> str:
         """Refuse outputs that int8's rounding cannot explain: a broken copy, not a coarse one.
