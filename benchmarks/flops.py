@@ -36,8 +36,8 @@ shape's median; the "MatMul-mix ceiling" weighs each shape's rate by its share o
 FLOPs at that length.
 
 int8 (``--no-int8`` skips it): the same reranker on the int8 copy of its pruned graph that
-``quantization.quantize_int8`` makes (``FastEmbedRerank`` with ``specific_model_path`` on a
-folder holding it, ``optimize_graph=False``), timed the same way, and the int8 peak at the
+``FastEmbedRerank(quantize="int8")`` makes and keeps (on links to the model's files in a
+temporary folder), timed the same way, and the int8 peak at the
 three weight shapes, each a one-op graph with the weight an int8 initializer:
 ``MatMulInteger`` (uint8 activations times int8 weights into int32: the integer kernel
 alone), ``DynamicQuantizeMatMul`` (what the int8 graph runs once onnxruntime has fused it:
@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import functools
 import random
-import shutil
 import statistics
 import tempfile
 import time
@@ -61,7 +60,6 @@ from pathlib import Path
 
 import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
 import numpy as np
-import onnx
 import onnxruntime as ort
 import psutil
 from llama_index.core.schema import NodeWithScore, TextNode
@@ -69,8 +67,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import offline_models
 from llama_index_fastembed_rerank import FastEmbedRerank, _fastembed
-from llama_index_fastembed_rerank.pruning import prune_to_cls
-from llama_index_fastembed_rerank.quantization import quantize_int8
 
 LAYERS, HIDDEN, HEADS, INTERMEDIATE = (
     _common.LAYERS,
@@ -261,22 +257,23 @@ def int8_peaks(batch: int, seq: int, threads: int) -> list[tuple[str, float, lis
 
 
 def int8_reranker(reranker: FastEmbedRerank, folder: Path) -> FastEmbedRerank:
-    """Return ``reranker`` on the int8 copy of its pruned graph, written into ``folder``."""
-    encoder = reranker._encoder()
+    """Return ``reranker`` with ``quantize="int8"``, on links to its files in ``folder``.
+
+    The int8 graph it makes on its first load is kept there, not in the cache.
+    """
+    encoder = reranker._model()
     files = _fastembed.model_files(encoder)
     if files is None:
         msg = f"{reranker.model}: fastembed does not say where its ONNX file is"
         raise SystemExit(msg)
     model_file = encoder.model.model_description.model_file  # type: ignore[attr-defined]
     model_dir = Path(str(files[0])[: -len(model_file)])
-    for path in model_dir.iterdir():  # the tokenizer and config files
-        if path.is_file() and path.suffix != ".onnx":
-            shutil.copy(path, folder / path.name)
-    graph = onnx.load(str(files[0]))
-    prune_to_cls(graph)
-    (folder / model_file).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(quantize_int8(graph), str(folder / model_file))
-    return reranker.model_copy(update={"specific_model_path": str(folder), "optimize_graph": False})
+    for path in model_dir.rglob("*"):
+        if path.is_file() and ".int8-" not in path.name:
+            link = folder / path.relative_to(model_dir)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
+    return reranker.model_copy(update={"specific_model_path": str(folder), "quantize": "int8"})
 
 
 def main() -> None:
@@ -292,7 +289,7 @@ def main() -> None:
     reranker = FastEmbedRerank(
         offline_models.STANDIN_RERANK_MODEL, top_n=None, cache_dir=cache, local_files_only=True
     )
-    encoder = reranker._encoder()
+    encoder = reranker._model()
     tokenizer = encoder.model.tokenizer  # type: ignore[attr-defined]
     session = encoder.model.model  # type: ignore[attr-defined]
     # 0 is onnxruntime's default: one thread per physical core.
