@@ -59,7 +59,7 @@ from rerank_throughput import QUERY, make_texts
 from tokenizers import Tokenizer
 
 from llama_index_fastembed_rerank.batching import length_batches
-from llama_index_fastembed_rerank.pruning import prune_to_cls
+from llama_index_fastembed_rerank.cls_pruning import prune_to_cls
 from llama_index_fastembed_rerank.quantization import (
     _name_nodes,
     _weight_products,
