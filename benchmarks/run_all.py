@@ -3,7 +3,8 @@
 Run ``python benchmarks/run_all.py`` with the interpreter that has the benchmark dependencies;
 each benchmark runs at its defaults as a subprocess of that interpreter, with
 ``HF_HUB_OFFLINE=1`` unless set. ``--only NAME ...`` or ``--skip NAME ...`` choose by file
-name without ``.py``. Exits non-zero if any benchmark failed.
+name without ``.py``; ``--quick`` runs the set that takes minutes, not hours (QUICK), to
+compare a change's before and after. Exits non-zero if any benchmark failed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ ORDER = (
     "rerank_throughput",
     "storage",  # hours at its default sizes: --only storage runs it alone
 )
+# Minutes each: the speed and memory of the reranker and the embedders, end to end.
+QUICK = ("memory", "loading", "flops", "long_documents", "query_latency", "ingest", "startup")
 
 
 def benchmarks() -> list[Path]:
@@ -41,7 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME")
     parser.add_argument("--skip", nargs="+", default=[], metavar="NAME")
+    parser.add_argument("--quick", action="store_true", help="only " + ", ".join(QUICK))
     args = parser.parse_args()
+    if args.quick:
+        args.only = [n for n in QUICK if args.only is None or n in args.only]
     selected = [
         p
         for p in benchmarks()

@@ -27,9 +27,9 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +52,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+from . import staging
 from .fusion import reciprocal_rank_fusion
 from .inputs import shown
 from .options import document_options
@@ -275,16 +276,13 @@ def _count(shard: Any, flt: Any) -> int:  # noqa: ANN401 - qdrant_edge objects
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Replace ``path`` with ``data`` as JSON, atomically: a crash leaves the old or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    staged = staging.stage(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        staged.write_text(text, encoding="utf-8")
+        staging.commit(staged, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        staging.discard(staged)
         raise
     _fsync_dir(path.parent)
 
@@ -1212,9 +1210,13 @@ def _push(
             # What the store records of the collection (the command line: its models).
             metadata=store.read_metadata() or None,
         )
-        client.create_payload_index(
-            collection_name, field_name=doc_key, field_schema=models.PayloadSchemaType.KEYWORD
-        )
+        with warnings.catch_warnings():
+            # qdrant-client's local mode (a stand-in for a server) has no payload indexes and
+            # warns so on every call; a server builds the index.
+            warnings.filterwarnings("ignore", "Payload indexes have no effect in the local")
+            client.create_payload_index(
+                collection_name, field_name=doc_key, field_schema=models.PayloadSchemaType.KEYWORD
+            )
     total = store.count()
     done = copied = 0
     batch: list[EdgePoint] = []

@@ -64,8 +64,12 @@ class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Note the LlamaIndex base class a subclass names after this one."""
         super().__init_subclass__(**kwargs)
+        # The first class after ours in the MRO that defines the batch call (BaseEmbedding or
+        # BaseSparseEmbedding), so that a user's subclass of one of ours finds it too.
         cls._llama_index_base = next(
-            b for b in cls.__bases__ if not issubclass(b, FastEmbedEmbeddingBase)
+            b
+            for b in cls.__mro__
+            if not issubclass(b, FastEmbedEmbeddingBase) and "get_text_embedding_batch" in vars(b)
         )
 
     def _prepare(self) -> Callable[[Any], object] | None:

@@ -28,7 +28,12 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 import offline_models
-from llama_index_fastembed_rerank import FastEmbedRerank, model_cache
+from llama_index_fastembed_rerank import (
+    FastEmbedEmbedding,
+    FastEmbedRerank,
+    FastEmbedSparseEmbedding,
+    model_cache,
+)
 
 # No model hub is reachable in tests: without this, fastembed retries for ~40 s before failing.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -319,6 +324,22 @@ def real_text_embedding(offline_cache: Path) -> TextEmbedding:
 def real_sparse_embedding(offline_cache: Path) -> SparseTextEmbedding:
     """fastembed's own SparseTextEmbedding on Qdrant/bm25 (NLTK's stopwords), to compare against."""
     return SparseTextEmbedding(
+        offline_models.SPARSE_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+@pytest.fixture(scope="module")
+def embed_model(offline_cache: Path) -> FastEmbedEmbedding:
+    """This package's FastEmbedEmbedding on the real all-MiniLM-L6-v2."""
+    return FastEmbedEmbedding(
+        offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
+    )
+
+
+@pytest.fixture(scope="module")
+def sparse_model(offline_cache: Path) -> FastEmbedSparseEmbedding:
+    """This package's FastEmbedSparseEmbedding on the real Qdrant/bm25."""
+    return FastEmbedSparseEmbedding(
         offline_models.SPARSE_MODEL, cache_dir=str(offline_cache), local_files_only=True
     )
 

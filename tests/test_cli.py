@@ -768,3 +768,20 @@ def test_cli_quantize_takes_only_int8(tmp_path):
                cache=tmp_path)  # fmt: skip
     assert done.returncode == 2
     assert "argument --quantize: invalid choice: 'int4' (choose from 'int8')" in done.stderr
+
+
+def test_cli_without_qdrant_edge_says_to_use_a_server(tmp_path, monkeypatch, capsys):
+    # Where qdrant-edge-py has no wheel, the [cli] extra installs without it (a marker).
+    from llama_index_fastembed_rerank.cli import main
+
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # find_spec then finds nothing
+    (tmp_path / "a.txt").write_text("text")
+    root = tmp_path / "q"
+    code = main(
+        ["ingest", str(tmp_path / "a.txt"), "--collection", "c", "--qdrant-path", str(root)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: embedded Qdrant needs qdrant-edge-py, which is not installed")
+    assert "--qdrant-url" in err
+    assert not root.exists()

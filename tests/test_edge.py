@@ -22,6 +22,7 @@ import textwrap
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,6 @@ from qdrant_client import QdrantClient
 import llama_index_fastembed_rerank
 import offline_models
 from llama_index_fastembed_rerank import (
-    FastEmbedEmbedding,
     FastEmbedSparseEmbedding,
     QdrantEdgeVectorStore,
     distribution_based_score_fusion,
@@ -81,20 +81,6 @@ def movie_nodes() -> list[TextNode]:
         )
         for i, text in enumerate(MOVIES["descriptions"])
     ]
-
-
-@pytest.fixture(scope="module")
-def embed_model(offline_cache):
-    return FastEmbedEmbedding(
-        offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
-    )
-
-
-@pytest.fixture(scope="module")
-def sparse_model(offline_cache):
-    return FastEmbedSparseEmbedding(
-        offline_models.SPARSE_MODEL, cache_dir=str(offline_cache), local_files_only=True
-    )
 
 
 @pytest.fixture(scope="module")
@@ -730,6 +716,8 @@ def test_edge_metadata_is_json_written_atomically(tmp_path):
         assert store.read_metadata() == {}
         store.write_metadata({"a": [1, 2.5, None, {"b": True}]})
         assert store.read_metadata() == {"a": [1, 2.5, None, {"b": True}]}
+        # Readable as the engine's own files are (the staging helper's mode, not mkstemp's).
+        assert (tmp_path / "c" / "collection.json").stat().st_mode & 0o777 == 0o644
         with pytest.raises(TypeError, match="must be JSON"):
             store.write_metadata({"a": {1, 2}})
         with pytest.raises(TypeError, match="must be JSON"):
@@ -926,7 +914,9 @@ def test_push_to_qdrant_then_qdrant_stores_return_what_edge_returns(
     edge_index, embed_model, sparse_model
 ):
     client = QdrantClient(":memory:")
-    assert push_to_qdrant(edge_index.vector_store, client, "movies", batch_size=7) == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # local mode's warning about payload indexes stays ours
+        assert push_to_qdrant(edge_index.vector_store, client, "movies", batch_size=7) == 20
     hybrid = VectorStoreIndex.from_vector_store(
         qdrant_hybrid_store("movies", client=client, sparse_model=sparse_model),
         embed_model=embed_model,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROUND_TRIPS
-from llama_index_fastembed_rerank import FastEmbedEmbedding
+from llama_index_fastembed_rerank import FastEmbedEmbedding, FastEmbedSparseEmbedding
 
 
 def test_embedding_defaults():
@@ -285,3 +285,20 @@ def test_embedding_construction_and_serialization_never_load_by_default(fake_emb
     FastEmbedEmbedding.from_json(embed.to_json())
     pickle.loads(pickle.dumps(embed))
     assert fake_embedding.instances == []
+
+
+def test_embedding_classes_can_be_subclassed(fake_embedding, fake_sparse):
+    class Dense(FastEmbedEmbedding):
+        pass
+
+    class Sparse(FastEmbedSparseEmbedding):
+        pass
+
+    texts = ["a document", "another one"]
+    assert Dense().get_text_embedding_batch(texts) == (
+        FastEmbedEmbedding().get_text_embedding_batch(texts)
+    )
+    assert Sparse().get_text_embedding_batch(texts) == (
+        FastEmbedSparseEmbedding().get_text_embedding_batch(texts)
+    )
+    assert [name for name, *_ in fake_sparse.instances[0].calls] == ["passage_embed"] * 2

@@ -23,7 +23,6 @@ from qdrant_client.http import models
 import offline_models
 from conftest import JsonHandler, serving
 from llama_index_fastembed_rerank import (
-    FastEmbedEmbedding,
     FastEmbedSparseEmbedding,
     distribution_based_score_fusion,
     qdrant_hybrid_store,
@@ -53,20 +52,6 @@ def movie_nodes() -> list[TextNode]:
         )
         for i, text in enumerate(MOVIES["descriptions"])
     ]
-
-
-@pytest.fixture(scope="module")
-def embed_model(offline_cache):
-    return FastEmbedEmbedding(
-        offline_models.EMBED_MODEL, cache_dir=str(offline_cache), local_files_only=True
-    )
-
-
-@pytest.fixture(scope="module")
-def sparse_model(offline_cache):
-    return FastEmbedSparseEmbedding(
-        offline_models.SPARSE_MODEL, cache_dir=str(offline_cache), local_files_only=True
-    )
 
 
 @pytest.fixture(scope="module")
