@@ -10,9 +10,9 @@ The first load rewrites the graph and keeps the copy beside the published ONNX f
 ``<name>.<rewrite>-v<version>.onnx``. Its ONNX metadata holds its key, the published file's
 SHA-256 (with the size and modification time it was hashed at), and the probe: its inputs and
 the published graph's outputs (what of them the rewrite's ``fingerprint`` keeps). Later loads
-run that file without loading the published graph,
-once the rewrite accepts its probe outputs again, and rewrite it when it is stale (another
-published file or rewrite version), unreadable, or fails the probe. It is staged and renamed
+run that file without loading the published graph, once the rewrite accepts its probe outputs
+again, and rewrite it when it is stale (another published file or rewrite version),
+unreadable, or fails the probe. It is staged and renamed
 into place only after it passed the probe (``staging``), so a killed writer leaves nothing a
 later load trusts. Where the folder is read-only the copy is rewritten in memory, on every load.
 """
