@@ -98,8 +98,11 @@ def session_runner(
     return run
 
 
-def onnx_inputs(engine: object, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
-    """Return the session inputs fastembed builds for ``pairs`` (one batch, padded alike).
+def onnx_inputs(engine: object, batch: list[tuple[str, str]] | list[str]) -> dict[str, np.ndarray]:
+    """Return the session inputs fastembed builds for ``batch`` (one batch, padded alike).
+
+    ``batch`` holds query-document pairs for a cross-encoder, texts for a text or sparse
+    embedding (whose inputs fastembed builds as ``onnx_embed`` does: no segment ids).
 
     Raises:
         AttributeError: fastembed keeps its tokenizer or input builder elsewhere.
@@ -108,7 +111,22 @@ def onnx_inputs(engine: object, pairs: list[tuple[str, str]]) -> dict[str, np.nd
     if found is None:
         msg = f"{type(engine).__name__} has no tokenizer where fastembed 0.9 keeps it"
         raise AttributeError(msg)
-    return engine.model._build_onnx_input(found.encode_batch(pairs))  # type: ignore[attr-defined, no-any-return]
+    inner = engine.model  # type: ignore[attr-defined]
+    encoded = found.encode_batch(batch)
+    if hasattr(inner, "_build_onnx_input"):  # a cross-encoder
+        return inner._build_onnx_input(encoded)  # type: ignore[no-any-return]
+    loaded = session(engine)
+    if loaded is None:
+        msg = f"{type(engine).__name__} has no ONNX Runtime session loaded"
+        raise AttributeError(msg)
+    names = {node.name for node in loaded.get_inputs()}
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    inputs = {"input_ids": ids}
+    if "attention_mask" in names:
+        inputs["attention_mask"] = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    if "token_type_ids" in names:
+        inputs["token_type_ids"] = np.zeros_like(ids)
+    return inner._preprocess_onnx_input(inputs)  # type: ignore[no-any-return]
 
 
 def model_files(engine: object) -> list[Path] | None:

@@ -12,6 +12,7 @@ from . import _fastembed
 from .batching import DEFAULT_MAX_BATCH_TOKENS, run_batches, token_lengths
 from .inputs import checked_list, checked_text, warn_truncated, warn_truncated_texts
 from .options import FastEmbedEngineOptions
+from .quantization import use_int8_graph
 
 _TEXTS_FIX = "pass a list of strings, e.g. [text]"
 
@@ -70,6 +71,9 @@ class FastEmbedEmbeddingBase(FastEmbedEngineOptions):
             for b in cls.__mro__
             if not issubclass(b, FastEmbedEmbeddingBase) and "get_text_embedding_batch" in vars(b)
         )
+
+    def _prepare(self) -> Callable[[Any], object] | None:
+        return use_int8_graph if self.quantize else None
 
     def _vector(self, vector: Any) -> Any:  # noqa: ANN401 - fastembed's vector, LlamaIndex's
         """Return one fastembed vector in LlamaIndex's form (Python floats)."""

@@ -9,9 +9,10 @@ graph's; any model whose graph does not fit keeps the published one.
 The first load rewrites the graph and keeps the copy beside the published ONNX file, as
 ``<name>.<rewrite>-v<version>.onnx``. Its ONNX metadata holds its key, the published file's
 SHA-256 (with the size and modification time it was hashed at), and the probe: its inputs and
-the published graph's outputs. Later loads run that file without loading the published graph,
-once the rewrite accepts its probe outputs again, and rewrite it when it is stale (another
-published file or rewrite version), unreadable, or fails the probe. It is staged and renamed
+the published graph's outputs (what of them the rewrite's ``fingerprint`` keeps). Later loads
+run that file without loading the published graph, once the rewrite accepts its probe outputs
+again, and rewrite it when it is stale (another published file or rewrite version),
+unreadable, or fails the probe. It is staged and renamed
 into place only after it passed the probe (``staging``), so a killed writer leaves nothing a
 later load trusts. Where the folder is read-only the copy is rewritten in memory, on every load.
 """
@@ -49,8 +50,8 @@ class GraphRewrite(Protocol):
         """The copy's file name part, with the rewrite's version: ``cls-pruned-v1``."""
 
     @property
-    def version(self) -> int:
-        """The rewrite's version: copies written by another version are not used."""
+    def version(self) -> int | str:
+        """The rewrite's version (JSON): copies written by another version are not used."""
 
     @property
     def probe(self) -> Sequence[Any]:
@@ -58,6 +59,13 @@ class GraphRewrite(Protocol):
 
     def apply(self, model: onnx.ModelProto) -> str:
         """Rewrite ``model`` in place; say what changed, or return '' where nothing fits."""
+
+    def fingerprint(self, outputs: Sequence[Any]) -> list[Any]:
+        """Return what of the probe's outputs is kept with the copy and compared at each load.
+
+        All of them, or a part of large ones (an embedder's per-token outputs): the key is
+        read at every load.
+        """
 
     def accept(self, published: Sequence[Any], rewritten: Sequence[Any]) -> str:
         """Say how the copy's probe outputs differ too much from the published graph's; ''.
@@ -155,7 +163,9 @@ def _load_kept(engine: Any, published: Path, rewrite: GraphRewrite) -> bool:  # 
             _fastembed.drop_session(engine)
             return False
         inputs = {n: np.array(v, dtype=np.int64) for n, v in key["probe_inputs"].items()}
-        problem = rewrite.accept(key["probe_outputs"], session.run(None, inputs))
+        problem = rewrite.accept(
+            key["probe_outputs"], rewrite.fingerprint(session.run(None, inputs))
+        )
     except Exception as e:  # a broken file is rewritten, like a stale one
         problem = f"{type(e).__name__}: {e}"
     if problem:
@@ -198,7 +208,7 @@ def _rewrite(engine: Any, published: Path, rewrite: GraphRewrite) -> bool:  # no
         logger.info("%s: ONNX graph kept as published (no ONNX Runtime session)", name)
         return False
     probe = _fastembed.onnx_inputs(engine, list(rewrite.probe))
-    expected = session.run(None, probe)
+    expected = rewrite.fingerprint(session.run(None, probe))
     # The published session goes first, so that the process never holds the weights more
     # than twice (the graph being rewritten and one session); _restore() reloads it.
     del session
@@ -234,7 +244,7 @@ def _rewrite(engine: Any, published: Path, rewrite: GraphRewrite) -> bool:  # no
             if candidate is None:
                 msg = "fastembed loaded no ONNX Runtime session for it"
                 raise RuntimeError(msg)
-            refused = rewrite.accept(expected, candidate.run(None, probe))
+            refused = rewrite.accept(expected, rewrite.fingerprint(candidate.run(None, probe)))
         if refused:
             logger.warning(
                 "%s: the %s ONNX graph scored differently on the probe (%s); using the "

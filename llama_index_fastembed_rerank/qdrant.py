@@ -254,6 +254,8 @@ def model_record(
         "sparse_model": None if sparse_model is None else sparse_model.model_name,
         # SPLADE-tiny loads from a folder under SPLADE++'s name: the folder says which it is.
         "sparse_model_path": None if sparse_model is None else sparse_model.specific_model_path,
+        # int8 vectors differ a little from fp32 ones: a query is embedded as they were.
+        "quantize": embed_model.quantize,
     }
 
 

@@ -22,6 +22,7 @@ from .default_models import DEFAULT_RERANK_MODEL
 from .inputs import checked_list, checked_text, shown, warn, warn_truncated
 from .long_documents import DEFAULT_MAX_WINDOWS, cut_windows
 from .options import MODEL_CONFIG, FastEmbedEngineOptions, document_options
+from .quantization import use_cls_pruned_int8_graph, use_int8_graph
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
@@ -156,6 +157,8 @@ class FastEmbedRerank(FastEmbedEngineOptions, BaseNodePostprocessor):
         return value
 
     def _prepare(self) -> Callable[[TextCrossEncoder], object] | None:
+        if self.quantize:
+            return use_cls_pruned_int8_graph if self.optimize_graph else use_int8_graph
         return use_pruned_graph if self.optimize_graph else None
 
     def _postprocess_nodes(

@@ -20,6 +20,12 @@ _BM25 = "qdrant/bm25"
 # Tamil, which has none.
 _BM25_LANGUAGES_WITHOUT_LIST = ("tamil",)
 
+
+def has_weights(model_name: str) -> bool:
+    """Whether a sparse model has weights to quantize: every model but BM25."""
+    return model_name.lower() != _BM25
+
+
 # What QdrantVectorStore's sparse_doc_fn and sparse_query_fn return: indices and values per text.
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
@@ -67,6 +73,22 @@ class FastEmbedSparseEmbedding(FastEmbedEmbeddingBase, BaseSparseEmbedding):
     def class_name(cls) -> str:
         """Return the name LlamaIndex serializes this class under."""
         return "FastEmbedSparseEmbedding"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bm25_has_no_weights(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        # "before", so that a refused assignment leaves the instance as it was.
+        if not isinstance(data, dict):
+            return data
+        model_name, quantize = raw_field(cls, data, "model_name"), raw_field(cls, data, "quantize")
+        if isinstance(model_name, str) and model_name.lower() == _BM25 and quantize == "int8":
+            msg = (
+                f"quantize={quantize!r} does not apply to {model_name}: BM25 has no weights to "
+                f"quantize (its vectors count terms). Leave quantize out for BM25, or pick a "
+                f"SPLADE model such as prithivida/Splade_PP_en_v1"
+            )
+            raise ValueError(msg)
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -720,6 +720,63 @@ def test_cli_push_copies_to_a_server_which_query_then_reads(
     assert [r["score"] for r in on_server] == pytest.approx([r["score"] for r in embedded])
 
 
+def test_cli_quantize_int8_is_recorded_and_queries_follow_it(loan_cache, tmp_path):
+    docs, qdrant = tmp_path / "docs", tmp_path / "qdrant"
+    docs.mkdir()
+    for i, text in enumerate(MOVIES["descriptions"]):
+        (docs / f"{i:02}.txt").write_text(text)
+    where = ["--qdrant-path", str(qdrant)]
+    # --hybrid with BM25: BM25 has no weights and runs as it is, without an error.
+    done = run("ingest", str(docs), "--collection", "int8", *where, "--embed-model", EMBED,
+               "--hybrid", "--quantize", "int8", cache=loan_cache)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    with QdrantEdgeVectorStore(qdrant / "int8") as store:
+        assert store.read_metadata()[RECORD_KEY]["quantize"] == "int8"
+    assert list(loan_cache.rglob("model.int8-v1.onnx"))  # the embedder's, kept
+    # Without --quantize the query is embedded as the collection's vectors were.
+    found = run("query", "Joan of Arc heresy trial", "--collection", "int8", *where,
+                "--hybrid", "--no-rerank", "--top-n", "1", "--json", cache=loan_cache)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert found.stderr == ""
+    (hit,) = json.loads(found.stdout)
+    assert "Jeanne d'Arc" in hit["text"]
+    # --quantize int8 quantizes the reranker too.
+    reranked = run("query", "Joan of Arc heresy trial", "--collection", "int8", *where,
+                   "--quantize", "int8", "--json", cache=loan_cache)  # fmt: skip
+    assert reranked.returncode == 0, reranked.stderr
+    assert reranked.stderr == ""
+    assert list(loan_cache.rglob("model.cls-pruned-int8-v1.onnx"))
+
+    # An fp32 collection: an int8 query says so in one line and embeds as the collection did;
+    # an int8 ingest into it is refused.
+    assert run("ingest", str(docs), "--collection", "fp32", *where, "--embed-model", EMBED,
+               cache=loan_cache).returncode == 0  # fmt: skip
+    with QdrantEdgeVectorStore(qdrant / "fp32") as store:
+        assert store.read_metadata()[RECORD_KEY]["quantize"] is None
+    queried = run("query", "Joan of Arc heresy trial", "--collection", "fp32", *where,
+                  "--quantize", "int8", "--json", cache=loan_cache)  # fmt: skip
+    assert queried.returncode == 0, queried.stderr
+    assert queried.stderr.splitlines() == [
+        "warning: collection 'fp32' holds fp32 vectors (ingested without --quantize): the query "
+        "is embedded alike, and --quantize int8 applies to the reranker only"
+    ]
+    refused = run("ingest", str(docs), "--collection", "fp32", *where, "--quantize", "int8",
+                  cache=loan_cache)  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "error: collection 'fp32' holds fp32 vectors (ingested without --quantize), not int8 "
+        "ones: leave --quantize out, or ingest into another collection"
+    ]
+
+
+def test_cli_quantize_takes_only_int8(tmp_path):
+    done = run("ingest", str(tmp_path), "--collection", "c", "--quantize", "int4",
+               cache=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert "argument --quantize: invalid choice: 'int4' (choose from 'int8')" in done.stderr
+
+
 def test_cli_without_qdrant_edge_says_to_use_a_server(tmp_path, monkeypatch, capsys):
     # Where qdrant-edge-py has no wheel, the [cli] extra installs without it (a marker).
     from llama_index_fastembed_rerank.cli import main

@@ -44,6 +44,7 @@ CHANGED = {
     "num_workers": 2,
     "embeddings_cache": SimpleKVStore(),
     "lazy_load": True,  # its default; False would load at construction
+    "quantize": "int8",
 }
 # Options LlamaIndex leaves out of to_dict() itself.
 NOT_WRITTEN = {"callback_manager", "rate_limiter"}

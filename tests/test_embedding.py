@@ -171,6 +171,7 @@ NON_DEFAULTS = {
     "specific_model_path": "/models/bge",
     "model_kwargs": {"enable_cpu_mem_arena": False},
     "doc_embed_type": "default",
+    "quantize": "int8",
 }
 
 

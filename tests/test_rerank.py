@@ -96,6 +96,7 @@ NON_DEFAULTS = {
     "local_files_only": True,
     "specific_model_path": "/models/bge",
     "model_kwargs": {"enable_cpu_mem_arena": False},
+    "quantize": "int8",
 }
 
 

@@ -34,6 +34,7 @@ NON_DEFAULTS = {
     "local_files_only": True,
     "specific_model_path": "/models/splade",
     "model_kwargs": {"enable_cpu_mem_arena": False},
+    "quantize": "int8",
 }
 
 

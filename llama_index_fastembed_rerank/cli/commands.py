@@ -25,7 +25,7 @@ from ..loading import find_model
 from ..model_check import KINDS
 from ..offline import export_model, import_model
 from ..rerank import FastEmbedRerank
-from ..sparse import FastEmbedSparseEmbedding
+from ..sparse import FastEmbedSparseEmbedding, has_weights
 from . import CommandError
 from .output import (
     IngestProgressView,
@@ -139,7 +139,11 @@ def run_query(args: argparse.Namespace) -> int:
         reranker = None
         if not args.no_rerank:
             reranker = FastEmbedRerank(
-                args.rerank_model, top_n=args.top_n, keep_retrieval_score=True, **_engine(args)
+                args.rerank_model,
+                top_n=args.top_n,
+                keep_retrieval_score=True,
+                quantize=args.quantize,
+                **_engine(args),
             )
         for model in (embed_model, sparse_model, reranker):
             if model is not None:
@@ -314,6 +318,7 @@ class _Models:
     embed: str
     sparse: str | None
     sparse_path: str | None
+    quantize: str | None  # the embedders'
 
 
 def _models(args: argparse.Namespace, record: dict[str, Any] | None, *, creating: bool) -> _Models:
@@ -326,6 +331,7 @@ def _models(args: argparse.Namespace, record: dict[str, Any] | None, *, creating
         raise CommandError(msg)
     wants_hybrid = bool(args.hybrid)
     sparse_path = args.sparse_model_path
+    quantize = args.quantize
     if record is None:
         sparse = (args.sparse_model or DEFAULT_SPARSE_MODEL) if wants_hybrid else None
         embed = args.embed_model or DEFAULT_EMBED_MODEL
@@ -333,6 +339,7 @@ def _models(args: argparse.Namespace, record: dict[str, Any] | None, *, creating
         embed = record["embed_model"]
         sparse = record.get("sparse_model")
         sparse_path = sparse_path or record.get("sparse_model_path")
+        quantize = _recorded_quantize(args, record, creating=creating)
         if args.embed_model and args.embed_model.lower() != embed.lower():
             msg = (
                 f"collection {args.collection!r} holds vectors of {embed}, not of "
@@ -355,7 +362,33 @@ def _models(args: argparse.Namespace, record: dict[str, Any] | None, *, creating
     find_model(TextEmbedding, embed)
     if sparse is not None:
         find_model(SparseTextEmbedding, sparse)
-    return _Models(embed, sparse if wants_hybrid else None, sparse_path if wants_hybrid else None)
+    return _Models(
+        embed,
+        sparse if wants_hybrid else None,
+        sparse_path if wants_hybrid else None,
+        quantize,
+    )
+
+
+def _recorded_quantize(
+    args: argparse.Namespace, record: dict[str, Any], *, creating: bool
+) -> str | None:
+    """Return the embedders' ``quantize``: the collection's, whose vectors a query must match."""
+    recorded = record.get("quantize")  # absent from records made before the option
+    if args.quantize is None or args.quantize == recorded:
+        return recorded
+    held = f"{recorded} vectors" if recorded else "fp32 vectors (ingested without --quantize)"
+    if creating:
+        msg = (
+            f"collection {args.collection!r} holds {held}, not {args.quantize} ones: leave "
+            f"--quantize out, or ingest into another collection"
+        )
+        raise CommandError(msg)
+    say(
+        f"warning: collection {args.collection!r} holds {held}: the query is embedded alike, "
+        f"and --quantize {args.quantize} applies to the reranker only"
+    )
+    return recorded
 
 
 def _engine(args: argparse.Namespace) -> dict[str, Any]:
@@ -363,11 +396,12 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _embed_model(models: _Models, args: argparse.Namespace) -> FastEmbedEmbedding:
-    return FastEmbedEmbedding(models.embed, **_engine(args))
+    return FastEmbedEmbedding(models.embed, quantize=models.quantize, **_engine(args))
 
 
 def _sparse_model(models: _Models, args: argparse.Namespace) -> FastEmbedSparseEmbedding | None:
     if models.sparse is None:
         return None
     folder = {"specific_model_path": models.sparse_path} if models.sparse_path else {}
-    return FastEmbedSparseEmbedding(models.sparse, **_engine(args), **folder)
+    quantize = models.quantize if has_weights(models.sparse) else None
+    return FastEmbedSparseEmbedding(models.sparse, quantize=quantize, **_engine(args), **folder)
