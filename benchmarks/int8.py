@@ -54,6 +54,7 @@ Medians.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
 import json
@@ -67,7 +68,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import _common  # first: sets HF_HUB_OFFLINE and puts examples/ on sys.path
 import numpy as np
@@ -316,19 +317,45 @@ def print_speed(case: str, count: int, unit: str, seconds: dict[str, list[float]
 # --- the three kinds of model ------------------------------------------------------------
 
 
-def dense_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], tmp: Path) -> None:
-    options = embed_options(args, args.embed_model)
-    fp32 = FastEmbedEmbedding(model_name=args.embed_model, **options)
-    source, model_file = model_graph(fp32._model(), args.embed_model)
-    print(f"\n== Dense: {args.embed_model} ({source / model_file})")
+class Pair(NamedTuple):
+    """A model at fp32 and its int8 copy, kept on links to the fp32 model's files."""
+
+    fp32: Any
+    int8: Any
+    int8_dir: Path
+    kept: Path
+    source: Path
+    model_file: str
+
+
+def fp32_and_int8(
+    title: str, model_name: str, make: Callable[..., Any], rewrite: Int8, folder: Path
+) -> Pair | None:
+    """Build both; None (and say so) for a model fastembed ships quantized already."""
+    fp32 = make()
+    source, model_file = model_graph(fp32._model(), model_name)
+    print(f"\n== {title}: {model_name} ({source / model_file})")
     if is_quantized(source / model_file):
         print("  quantized already (fastembed ships it so): skipped")
-        return
-    int8_dir = linked_folder(source, tmp / "dense")
-    int8 = FastEmbedEmbedding(
-        model_name=args.embed_model, specific_model_path=str(int8_dir), quantize="int8"
+        return None
+    int8_dir = linked_folder(source, folder)
+    int8 = make(specific_model_path=str(int8_dir), quantize="int8")
+    kept = made(int8, int8_dir / model_file, rewrite)
+    return Pair(fp32, int8, int8_dir, kept, source, model_file)
+
+
+def dense_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], tmp: Path) -> None:
+    options = embed_options(args, args.embed_model)
+    pair = fp32_and_int8(
+        "Dense",
+        args.embed_model,
+        functools.partial(FastEmbedEmbedding, model_name=args.embed_model, **options),
+        Int8(),
+        tmp / "dense",
     )
-    kept = made(int8, int8_dir / model_file, Int8())
+    if pair is None:
+        return
+    fp32, int8, int8_dir, kept = pair.fp32, pair.int8, pair.int8_dir, pair.kept
     queries = [s for _, s, _ in pairs]
     documents = [b for _, _, b in pairs]
     vectors = {}
@@ -369,17 +396,16 @@ def dense_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], t
 
 def sparse_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], tmp: Path) -> None:
     options = embed_options(args, args.sparse_model)
-    fp32 = FastEmbedSparseEmbedding(model_name=args.sparse_model, **options)
-    source, model_file = model_graph(fp32._model(), args.sparse_model)
-    print(f"\n== Sparse: {args.sparse_model} ({source / model_file})")
-    if is_quantized(source / model_file):
-        print("  quantized already (fastembed ships it so): skipped")
-        return
-    int8_dir = linked_folder(source, tmp / "sparse")
-    int8 = FastEmbedSparseEmbedding(
-        model_name=args.sparse_model, specific_model_path=str(int8_dir), quantize="int8"
+    pair = fp32_and_int8(
+        "Sparse",
+        args.sparse_model,
+        functools.partial(FastEmbedSparseEmbedding, model_name=args.sparse_model, **options),
+        Int8(),
+        tmp / "sparse",
     )
-    kept = made(int8, int8_dir / model_file, Int8())
+    if pair is None:
+        return
+    fp32, int8, int8_dir, kept = pair.fp32, pair.int8, pair.int8_dir, pair.kept
     queries = [s for _, s, _ in pairs]
     documents = [b for _, _, b in pairs]
     found = {}
@@ -418,18 +444,17 @@ def sparse_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], 
 
 def rerank_section(args: argparse.Namespace, pairs: list[tuple[str, str, str]], tmp: Path) -> None:
     options = rerank_options(args)
-    fp32 = FastEmbedRerank(model=args.rerank_model, top_n=None, **options)
-    encoder = fp32._model()
-    source, model_file = model_graph(encoder, args.rerank_model)
-    print(f"\n== Reranker: {args.rerank_model} ({source / model_file})")
-    if is_quantized(source / model_file):
-        print("  quantized already (fastembed ships it so): skipped")
-        return
-    int8_dir = linked_folder(source, tmp / "rerank")
-    int8 = FastEmbedRerank(
-        model=args.rerank_model, top_n=None, specific_model_path=str(int8_dir), quantize="int8"
+    pair = fp32_and_int8(
+        "Reranker",
+        args.rerank_model,
+        functools.partial(FastEmbedRerank, model=args.rerank_model, top_n=None, **options),
+        Int8(after_cls_pruning=True),
+        tmp / "rerank",
     )
-    kept = made(int8, int8_dir / model_file, Int8(after_cls_pruning=True))
+    if pair is None:
+        return
+    fp32, int8, int8_dir, kept = pair.fp32, pair.int8, pair.int8_dir, pair.kept
+    encoder, source, model_file = fp32._model(), pair.source, pair.model_file
     pruned = onnx.load(str(source / model_file))
     pruned_ops = prune_to_cls(pruned)
     print(
