@@ -33,9 +33,14 @@ MOVIES = json.loads((Path(__file__).parents[1] / "examples" / "data" / "movies.j
 QUERY = MOVIES["query"]
 
 
-def run(*args: str, cache: Path, env: dict[str, str] | None = None, **kwargs):
+def run(*args: str, cache: Path, env: dict[str, str] | None = None, before: str = "", **kwargs):
+    """Run the command in a fresh process; ``before`` is Python run ahead of it there."""
+    command = ["-m", "llama_index_fastembed_rerank"]
+    if before:
+        main = "from llama_index_fastembed_rerank.cli import main; sys.exit(main(sys.argv[1:]))"
+        command = ["-c", f"import sys\n{before}\n{main}"]
     return subprocess.run(
-        [sys.executable, "-m", "llama_index_fastembed_rerank", *args],
+        [sys.executable, *command, *args],
         capture_output=True,
         text=True,
         env={
@@ -486,17 +491,10 @@ def test_cli_without_the_file_readers_skips_those_files_with_the_fix(tmp_path, l
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("Plain text needs no extra package.")
     (tmp_path / "docs" / "b.csv").write_text("title,year\nKubo,2016\n")
-    # The base install: llama-index-readers-file cannot be imported.
-    code = (
-        "import sys; sys.modules['llama_index.readers.file'] = None\n"
-        "from llama_index_fastembed_rerank.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, "ingest", "docs", "--collection", "c",
-         "--qdrant-path", "q", "--embed-model", EMBED],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(loan_cache)},
+    done = run(
+        "ingest", "docs", "--collection", "c", "--qdrant-path", "q", "--embed-model", EMBED,
+        cache=loan_cache, cwd=tmp_path,
+        before="sys.modules['llama_index.readers.file'] = None",  # the base install
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
@@ -603,16 +601,10 @@ def test_cli_ingest_has_no_wall_clock_limit_on_chunking(tmp_path, loan_cache):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "long.txt").write_text(" ".join(MOVIES["descriptions"] * 6))
     (tmp_path / "docs" / "short.txt").write_text(MOVIES["descriptions"][0])
-    code = (
-        "import sys, nltk.redos; nltk.redos.DEFAULT_TIMEOUT = 1e-6\n"
-        "from llama_index_fastembed_rerank.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, "ingest", "docs", "--collection", "c",
-         "--qdrant-path", "q", "--embed-model", EMBED],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "FASTEMBED_CACHE_PATH": str(loan_cache)},
+    done = run(
+        "ingest", "docs", "--collection", "c", "--qdrant-path", "q", "--embed-model", EMBED,
+        cache=loan_cache, cwd=tmp_path,
+        before="import nltk.redos; nltk.redos.DEFAULT_TIMEOUT = 1e-6",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
