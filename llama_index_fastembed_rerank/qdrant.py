@@ -9,7 +9,7 @@ record of the models that made the vectors, in Qdrant's collection metadata.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from qdrant_client import AsyncQdrantClient, QdrantClient
     from qdrant_client.http.models import SparseVectorParams
 
+    from .edge import QdrantEdgeVectorStore
     from .embedding import FastEmbedEmbedding
 
 _INSTALL_HINT = "pip install 'llama-index-fastembed-rerank[qdrant]'"
@@ -275,9 +276,16 @@ class Collection(abc.ABC):
     def exists(self) -> bool:
         """Whether the collection exists."""
 
-    @abc.abstractmethod
     def record(self) -> dict[str, Any] | None:
         """Return the models the collection records; None if absent or not made here."""
+        if not self.exists():
+            return None
+        record = self._metadata().get(RECORD_KEY)
+        return record if isinstance(record, dict) else None
+
+    @abc.abstractmethod
+    def _metadata(self) -> Mapping[str, Any]:
+        """Return the collection's metadata, where its record is kept; it exists."""
 
     @abc.abstractmethod
     def create(
@@ -345,12 +353,9 @@ class ServerCollection(Collection):
     def exists(self) -> bool:  # noqa: D102 - Collection's
         return bool(self.client.collection_exists(self.name))
 
-    def record(self) -> dict[str, Any] | None:  # noqa: D102 - Collection's
-        if not self.exists():
-            return None
+    def _metadata(self) -> Mapping[str, Any]:
         config = self.client.get_collection(self.name).config
-        record = (getattr(config, "metadata", None) or {}).get(RECORD_KEY)
-        return record if isinstance(record, dict) else None
+        return getattr(config, "metadata", None) or {}
 
     def create(  # noqa: D102 - Collection's
         self,
@@ -448,9 +453,9 @@ class EmbeddedCollection(Collection):
         refuse_local_mode(root)
         self.root = root
         self.path = root / name
-        self._stores: dict[str | None, BasePydanticVectorStore] = {}
+        self._stores: dict[str | None, QdrantEdgeVectorStore] = {}
 
-    def _open(self, sparse_model: FastEmbedSparseEmbedding | None = None) -> Any:  # noqa: ANN401
+    def _open(self, sparse_model: FastEmbedSparseEmbedding | None = None) -> QdrantEdgeVectorStore:
         """Return a store on the folder (one per sparse model: they share the open folder)."""
         from .edge import QdrantEdgeVectorStore
 
@@ -464,11 +469,8 @@ class EmbeddedCollection(Collection):
 
         return is_collection_folder(self.path)
 
-    def record(self) -> dict[str, Any] | None:  # noqa: D102 - Collection's
-        if not self.exists():
-            return None
-        record = self._open().read_metadata().get(RECORD_KEY)
-        return record if isinstance(record, dict) else None
+    def _metadata(self) -> Mapping[str, Any]:
+        return self._open().read_metadata()
 
     def create(  # noqa: D102 - Collection's
         self,
@@ -491,7 +493,7 @@ class EmbeddedCollection(Collection):
     def store(  # noqa: D102 - Collection's
         self, sparse_model: FastEmbedSparseEmbedding | None
     ) -> BasePydanticVectorStore:
-        return self._open(sparse_model)  # type: ignore[no-any-return]
+        return self._open(sparse_model)
 
     def stored_chunk_ids(self) -> dict[str, set[str]]:  # noqa: D102 - Collection's
         from llama_index.vector_stores.qdrant.base import DOCUMENT_ID_KEY
@@ -506,14 +508,14 @@ class EmbeddedCollection(Collection):
         return chunks
 
     def count(self) -> int:  # noqa: D102 - Collection's
-        return int(self._open().count()) if self.exists() else 0
+        return self._open().count() if self.exists() else 0
 
     def names(self) -> list[str]:  # noqa: D102 - Collection's
         return embedded_collections(self.root)
 
     def close(self) -> None:  # noqa: D102 - Collection's
         for store in self._stores.values():
-            store.close()  # type: ignore[attr-defined]
+            store.close()
         self._stores.clear()
 
 
