@@ -1,7 +1,7 @@
 """An int8 copy of a transformer's ONNX graph, and a test for graphs that are quantized already.
 
-The scheme was chosen by measurement on a CPU with AVX512-VNNI (``benchmarks/int8.py``; the
-README has the figures), among onnxruntime's own tools:
+The scheme was chosen by measurement on a CPU with AVX512-VNNI (``benchmarks/int8.py``;
+docs/performance.md has the figures), among onnxruntime's own tools:
 
 - Dynamic quantization: weights are stored as int8 once, and each activation is quantized to
   uint8 at run time from its own range. Static quantization (activation ranges calibrated on
@@ -416,7 +416,7 @@ def use_cls_pruned_int8_graph(encoder: Any) -> bool:  # noqa: ANN401 - fastembed
     if _use_int8(encoder, rewrite):
         return True
     if rewrite.already_quantized:
-        use_kept_graph(encoder, ClsPruning())
+        cls_pruning.use_pruned_graph(encoder)
     return False
 
 
